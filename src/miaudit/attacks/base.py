@@ -1,0 +1,280 @@
+"""The attack interface: what every registered attack receives and returns.
+
+Following MIMIR, a model's outputs are computed once and handed to every attack: an
+:class:`AttackData` holds the outputs (logits or probabilities) of the audited *target* model and,
+optionally, of ``m`` *reference* models on the same ``n`` records, the keep matrix saying which
+reference trained on which record, and *population* records that no model trained on. Attacks ask
+it for signals by name; each signal is computed once and cached.
+
+Shapes (``q`` = queries per record, e.g. augmentations; ``C`` = classes):
+
+=========================  ================  ==========================================
+field                      shape             meaning
+=========================  ================  ==========================================
+``labels``                 ``(n,)``          true class of each record
+``target``                 ``(n, q, C)``     target model outputs
+``references``             ``(m, n, q, C)``  reference model outputs
+``keep``                   ``(m, n)`` bool   ``keep[i, j]``: reference ``i`` trained on ``j``
+``population_labels``      ``(z,)``          labels of population records
+``population_target``      ``(z, q, C)``     target outputs on population records
+``population_references``  ``(m, z, q, C)``  reference outputs on population records
+=========================  ================  ==========================================
+
+Every attack returns scores of shape ``(n,)``, float64, **higher = more likely a member**.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit._validation import check_array, check_labels
+from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.signals import OutputKind, compute_signal
+
+Part = Literal["target", "references", "population_target", "population_references"]
+_PARTS: tuple[Part, ...] = ("target", "references", "population_target", "population_references")
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What an attack is, where it comes from and what it needs.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    title : str
+        One-line description.
+    paper : str
+        Citation of the paper that defines it.
+    signal : str
+        Name of the signal in :mod:`miaudit.signals` it works on (or a short description).
+    needs_references : bool
+        Needs reference (shadow) models.
+    needs_in_references : bool
+        Needs, for every record, reference models that trained on it ("online" attacks).
+    needs_out_references : bool
+        Needs, for every record, reference models that did not train on it.
+    needs_population : bool
+        Needs population records that no model trained on.
+    """
+
+    name: str
+    title: str
+    paper: str
+    signal: str
+    needs_references: bool = False
+    needs_in_references: bool = False
+    needs_out_references: bool = False
+    needs_population: bool = False
+
+
+def _as_outputs(x: ArrayLike, name: str, lead_ndim: int) -> NDArray[np.float64]:
+    """Outputs with ``lead_ndim`` leading dims + (q, C); a missing query axis is added."""
+    arr = check_array(x, name, ndim=(lead_ndim + 1, lead_ndim + 2))
+    if arr.ndim == lead_ndim + 1:
+        arr = arr[..., None, :]
+    return arr
+
+
+@dataclass
+class AttackData:
+    """Model outputs on the audited records, shared by all attacks (see module docstring).
+
+    Construct it from outputs (``target`` etc.), or with :meth:`from_signals` from precomputed
+    signals when the full outputs are too large to hold.
+    """
+
+    labels: ArrayLike
+    target: ArrayLike | None = None
+    references: ArrayLike | None = None
+    keep: ArrayLike | None = None
+    population_labels: ArrayLike | None = None
+    population_target: ArrayLike | None = None
+    population_references: ArrayLike | None = None
+    kind: OutputKind = "logits"
+    _cache: dict[tuple[str, str], NDArray[np.float64]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1:
+            raise ValidationError(f"labels: expected shape (n,), got {labels.shape}")
+        n_classes = None
+        if self.target is not None:
+            self.target = _as_outputs(self.target, "target", 1)
+            n_classes = self.target.shape[-1]
+            if self.target.shape[0] != labels.shape[0]:
+                raise ValidationError(
+                    f"target: has {self.target.shape[0]} records but labels has {labels.shape[0]}"
+                )
+        self.labels = check_labels(labels, n_classes) if n_classes else labels.astype(np.int64)
+        if self.references is not None:
+            self.references = _as_outputs(self.references, "references", 2)
+            if self.target is not None and self.references.shape[1:] != self.target.shape:
+                raise ValidationError(
+                    f"references: expected shape (m, {', '.join(map(str, self.target.shape))}) "
+                    f"to match target, got {self.references.shape}"
+                )
+        if self.keep is not None:
+            self.keep = _check_keep(self.keep, self.n_references, self.n_records)
+        if self.population_target is not None or self.population_references is not None:
+            if self.population_labels is None:
+                raise ValidationError("population_labels: required with population outputs")
+            self.population_labels = np.asarray(self.population_labels).astype(np.int64)
+        if self.population_target is not None:
+            self.population_target = _as_outputs(self.population_target, "population_target", 1)
+        if self.population_references is not None:
+            self.population_references = _as_outputs(
+                self.population_references, "population_references", 2
+            )
+
+    @classmethod
+    def from_signals(
+        cls,
+        labels: ArrayLike,
+        signals: dict[str, dict[Part, ArrayLike]],
+        keep: ArrayLike | None = None,
+        population_labels: ArrayLike | None = None,
+    ) -> AttackData:
+        """Build from precomputed signals: ``signals[name][part]`` with part one of
+        ``"target"`` (n, q), ``"references"`` (m, n, q), ``"population_target"`` (z, q),
+        ``"population_references"`` (m, z, q)."""
+        data = cls(labels=labels, population_labels=population_labels)
+        for name, parts in signals.items():
+            for part, arr in parts.items():
+                if part not in _PARTS:
+                    raise ValidationError(
+                        f"signals[{name!r}]: unknown part {part!r}; "
+                        f"valid parts: {', '.join(_PARTS)}"
+                    )
+                lead = 2 if part.endswith("references") else 1
+                a = check_array(
+                    arr, f"signals[{name!r}][{part!r}]", ndim=(lead, lead + 1), finite=False
+                )
+                data._cache[(name, part)] = a[..., None] if a.ndim == lead else a
+        if keep is not None:
+            data.keep = _check_keep(keep, data.n_references, data.n_records)
+        return data
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_records(self) -> int:
+        return int(np.shape(self.labels)[0])
+
+    @property
+    def n_references(self) -> int:
+        if self.references is not None:
+            return int(self.references.shape[0])
+        for (_, part), arr in self._cache.items():
+            if part == "references":
+                return int(arr.shape[0])
+        return 0
+
+    @property
+    def n_population(self) -> int:
+        return 0 if self.population_labels is None else int(np.shape(self.population_labels)[0])
+
+    # ---------------------------------------------------------------- signals
+    def signal(self, name: str, part: Part = "target") -> NDArray[np.float64]:
+        """Signal ``name`` of ``part``: (n, q), (m, n, q), (z, q) or (m, z, q); cached."""
+        key = (name, part)
+        if key not in self._cache:
+            outputs = getattr(self, part)
+            if outputs is None:
+                raise MissingRequirementError(
+                    f"signal {name!r} of {part} is needed but neither {part} outputs nor a "
+                    f"precomputed signal were given"
+                )
+            labels = self.population_labels if part.startswith("population") else self.labels
+            self._cache[key] = compute_signal(name, outputs, labels, kind=self.kind)
+        return self._cache[key]
+
+    def outputs(self, part: Part = "target") -> NDArray[np.float64]:
+        """Raw outputs of ``part``; error if they were not given."""
+        arr = getattr(self, part)
+        if arr is None:
+            raise MissingRequirementError(f"the raw outputs of {part} are needed by this attack")
+        return arr
+
+    # ----------------------------------------------------------- requirements
+    def require(self, info: AttackInfo) -> None:
+        """Raise :class:`MissingRequirementError` naming what ``info`` needs and lacks."""
+        needs_refs = info.needs_references or info.needs_in_references or info.needs_out_references
+        if needs_refs and self.n_references == 0:
+            raise MissingRequirementError(
+                f"attack {info.name!r} needs reference models, but none were given"
+            )
+        if needs_refs and self.keep is None:
+            raise MissingRequirementError(
+                f"attack {info.name!r} needs the keep matrix (which reference trained on which "
+                "record)"
+            )
+        if info.needs_in_references:
+            n_in = np.asarray(self.keep).sum(axis=0)
+            lacking = int((n_in == 0).sum())
+            if lacking:
+                raise MissingRequirementError(
+                    f"attack {info.name!r} (online) needs IN reference models for every record, "
+                    f"but {lacking} of {self.n_records} records have none; use the offline "
+                    "variant or train more reference models"
+                )
+        if info.needs_out_references:
+            n_out = (~np.asarray(self.keep)).sum(axis=0)
+            lacking = int((n_out == 0).sum())
+            if lacking:
+                raise MissingRequirementError(
+                    f"attack {info.name!r} needs OUT reference models for every record, but "
+                    f"{lacking} of {self.n_records} records have none"
+                )
+        if info.needs_population and self.n_population == 0:
+            raise MissingRequirementError(
+                f"attack {info.name!r} needs population records (never in any model's training "
+                "set), but none were given"
+            )
+
+
+def _check_keep(keep: ArrayLike, m: int, n: int) -> NDArray[np.bool_]:
+    arr = np.asarray(keep)
+    if arr.dtype != np.bool_:
+        if arr.dtype.kind not in "iu" or np.any((arr != 0) & (arr != 1)):
+            raise ValidationError(f"keep: expected a boolean (m, n) matrix, got dtype {arr.dtype}")
+        arr = arr.astype(bool)
+    if arr.shape != (m, n):
+        raise ValidationError(
+            f"keep: expected shape (n_references, n_records) = ({m}, {n}), got {arr.shape}"
+        )
+    return arr
+
+
+class Attack(ABC):
+    """Base class of registered attacks.
+
+    Subclasses set :attr:`info`, take their hyper-parameters as keyword arguments in
+    ``__init__`` and implement :meth:`score`.
+    """
+
+    info: ClassVar[AttackInfo]
+
+    @abstractmethod
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        """Return scores of shape (n,), higher = member."""
+
+    def score(self, data: AttackData) -> NDArray[np.float64]:
+        """Check requirements, then return per-record scores of shape ``(n,)``, higher = member."""
+        data.require(self.info)
+        scores = np.asarray(self._score(data), dtype=np.float64)
+        if scores.shape != (data.n_records,):
+            raise AssertionError(
+                f"attack {self.info.name!r} returned shape {scores.shape}, "
+                f"expected ({data.n_records},)"
+            )
+        return scores
+
+    def params(self) -> dict[str, object]:
+        """The attack's hyper-parameters (written into results for traceability)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

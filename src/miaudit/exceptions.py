@@ -1,0 +1,27 @@
+"""Errors raised by miaudit.
+
+Every error names the field at fault and what was expected, so a user never has to read a
+traceback from deep inside numpy to learn what was wrong with their input.
+"""
+
+
+class MiauditError(Exception):
+    """Base class of every error miaudit raises on purpose."""
+
+
+class ValidationError(MiauditError, ValueError):
+    """Input that does not satisfy a documented contract (shape, range, dtype, finiteness)."""
+
+
+class UnknownNameError(MiauditError, KeyError):
+    """A name (attack, dataset, recipe, signal, config key) that is not registered.
+
+    The message lists the valid names.
+    """
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingRequirementError(MiauditError, ValueError):
+    """An attack was asked for without an input it needs (reference models, population data)."""
