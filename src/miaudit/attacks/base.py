@@ -147,16 +147,9 @@ class AttackData:
         data = cls(labels=labels, population_labels=population_labels)
         for name, parts in signals.items():
             for part, arr in parts.items():
-                if part not in _PARTS:
-                    raise ValidationError(
-                        f"signals[{name!r}]: unknown part {part!r}; "
-                        f"valid parts: {', '.join(_PARTS)}"
-                    )
-                lead = 2 if part.endswith("references") else 1
-                a = check_array(
-                    arr, f"signals[{name!r}][{part!r}]", ndim=(lead, lead + 1), finite=False
-                )
-                data._cache[(name, part)] = a[..., None] if a.ndim == lead else a
+                a = np.asarray(arr, dtype=np.float64)
+                lead = 2 if str(part).endswith("references") else 1
+                data.set_signal(name, part, a[..., None] if a.ndim == lead else a)
         if keep is not None:
             data.keep = _check_keep(keep, data.n_references, data.n_records)
         return data
@@ -193,6 +186,18 @@ class AttackData:
             labels = self.population_labels if part.startswith("population") else self.labels
             self._cache[key] = compute_signal(name, outputs, labels, kind=self.kind)
         return self._cache[key]
+
+    def set_signal(self, name: str, part: Part, values: ArrayLike) -> None:
+        """Provide a precomputed signal (e.g. sliced from signals computed once for many models).
+
+        ``values`` has shape (n, q) / (z, q) for target parts, (m, n, q) / (m, z, q) for
+        reference parts.
+        """
+        if part not in _PARTS:
+            raise ValidationError(f"part: expected one of {', '.join(_PARTS)}, got {part!r}")
+        lead = 2 if part.endswith("references") else 1
+        arr = check_array(values, f"signal {name!r} of {part}", ndim=lead + 1, finite=False)
+        self._cache[(name, part)] = arr
 
     def outputs(self, part: Part = "target") -> NDArray[np.float64]:
         """Raw outputs of ``part``; error if they were not given."""

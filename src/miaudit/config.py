@@ -1,0 +1,302 @@
+"""The typed audit configuration, loaded from YAML or built in Python.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is an error that names the
+key, lists the valid ones and, for YAML files, gives the line. Names of attacks, datasets, training
+recipes, query augmentations and executors are checked against their registries when the config
+is validated, not in the middle of a run.
+
+Example (``miaudit run audit.yaml``)::
+
+    mode: algorithm            # or "model" (audit a trained model you give)
+    seed: 0
+    output: miaudit-runs/digits
+    data:
+      name: digits             # a built-in dataset, or  path: my.csv  with params: {label_col: y}
+      population: 0.1          # fraction (or count) of records no model trains on (RMIA, Attack-P)
+    training:
+      recipe: torch-mlp
+      params: {hidden_sizes: [128], epochs: 40}
+    n_references: 16
+    queries: [identity]
+    attacks: [loss, lira, lira_offline, rmia, attack_r, shokri]
+    fprs: [0.01, 0.001]
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miaudit.exceptions import MiauditError, UnknownNameError
+
+#: Default FPRs at which TPR is reported.
+DEFAULT_FPRS = (1e-2, 1e-3, 1e-4)
+
+
+class ConfigError(MiauditError, ValueError):
+    """A configuration that cannot be run; the message names the key (and YAML line)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the records come from.
+
+    Exactly one of ``name`` (a built-in dataset, see ``miaudit.data.list_datasets()``) and
+    ``path`` (a CSV, Parquet, ``.npz`` or dataset folder) is given. ``params`` go to the dataset
+    generator or the file loader (e.g. ``label_col``, ``id_col``, ``n_records``).
+    """
+
+    name: str | None = None
+    path: Path | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    population: float = Field(
+        default=0.0, ge=0.0,
+        description="records never trained on by any model: a fraction if < 1, else a count",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of data.name (a built-in dataset) or data.path")
+        return self
+
+
+class TrainingConfig(_Section):
+    """The training recipe (see ``miaudit.train``) and its hyper-parameters."""
+
+    recipe: str = "torch-mlp"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TargetConfig(_Section):
+    """The user's trained model, for ``mode: model``.
+
+    ``model`` is a ``.safetensors`` file (torch weights of the training recipe's architecture),
+    a ``.skops`` file (scikit-learn), or ``module:function`` naming a Python callable that maps
+    features to logits or probabilities. Membership of each record in the target's training set
+    comes from the data file's ``member_col`` column.
+    """
+
+    model: str
+    member_col: str = "is_member"
+    output_kind: Literal["logits", "probs"] = "logits"
+
+
+class AttackSpec(_Section):
+    """One attack to run: a registered name, its hyper-parameters, an optional display label."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ReportConfig(_Section):
+    """What the report shows."""
+
+    top_records: int = Field(default=20, ge=0, description="most exposed records listed")
+    flag_fpr: float = Field(
+        default=1e-2, gt=0.0, lt=1.0,
+        description="a record counts as flagged by a target when its score passes that "
+        "target's threshold at this FPR",
+    )
+
+
+class AuditConfig(_Section):
+    """A whole audit. See the module docstring for a YAML example."""
+
+    mode: Literal["algorithm", "model"] = "algorithm"
+    seed: int = 0
+    output: Path = Path("miaudit-runs/audit")
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    n_references: int = Field(default=16, ge=1)
+    n_targets: int | None = Field(
+        default=None, ge=1,
+        description="algorithm mode: how many models take a turn as the target (default all)",
+    )
+    target: TargetConfig | None = None
+    queries: list[str] = Field(default_factory=lambda: ["identity"])
+    attacks: list[AttackSpec] = Field(
+        default_factory=lambda: [AttackSpec(name=n) for n in ("loss", "lira", "rmia")]
+    )
+    fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS))
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    delta: float = Field(default=1e-5, ge=0.0, lt=1.0)
+    executor: str = "local"
+    quiet: bool = False
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("attacks", mode="before")
+    @classmethod
+    def _attack_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("fprs")
+    @classmethod
+    def _fprs_in_range(cls, value: list[float]) -> list[float]:
+        bad = [f for f in value if not 0.0 < f < 1.0]
+        if bad:
+            raise ValueError(f"every FPR must lie in (0, 1); got {bad}")
+        if not value:
+            raise ValueError("give at least one FPR")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs_target(self) -> AuditConfig:
+        if self.mode == "model" and self.target is None:
+            raise ValueError("mode 'model' needs a 'target' section (the model to audit)")
+        if self.mode == "algorithm" and self.target is not None:
+            raise ValueError("a 'target' section is only used with mode: model")
+        labels = [a.display for a in self.attacks]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"attack labels must be unique; repeated: {dup} (set 'label')")
+        return self
+
+    def check_names(self) -> None:
+        """Check attack/dataset/recipe/query/executor names against their registries."""
+        from miaudit import attacks
+
+        for spec in self.attacks:
+            attacks.create(spec.name, **spec.params)
+        for kind, name, names in _registered_names(self):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise UnknownNameError(
+                    f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}"
+                )
+
+    def to_yaml(self) -> str:
+        """The config as YAML (round-trips through :func:`load_config`)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _registered_names(cfg: AuditConfig) -> list[tuple[str, str, list[str]]]:
+    """(kind, requested name, valid names) for each registry-backed name in the config."""
+    from miaudit.audit.executors import EXECUTORS
+    from miaudit.data import list_datasets
+    from miaudit.train.queries import QUERIES
+    from miaudit.train.recipes import RECIPES
+
+    out = [("training recipe", cfg.training.recipe, RECIPES.names()),
+           ("executor", cfg.executor, EXECUTORS.names())]
+    out += [("query", q, QUERIES.names()) for q in cfg.queries]
+    if cfg.data.name is not None:
+        out.append(("dataset", cfg.data.name, list_datasets()))
+    return out
+
+
+def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (the deepest existing prefix), if any."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == key]
+            if not match:
+                break
+            k, node = match[0]
+            line = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_errors(exc: ValidationError, text: str | None, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            section = _section_for(loc[:-1])
+            valid = sorted(section.model_fields) if section else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown key.{hint} Valid keys here: {', '.join(valid)}"
+        line = _yaml_line(text, loc) if text is not None else None
+        at = f"{source}, line {line}: " if line else f"{source}: "
+        lines.append(f"{at}{where}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model describing the mapping at ``loc`` (for listing valid keys)."""
+    model: type[BaseModel] = AuditConfig
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for c in candidates:
+            inner = getattr(c, "__args__", (c,))
+            sub = next((x for x in (c, *inner) if isinstance(x, type) and
+                        issubclass(x, BaseModel)), None)
+            if sub is not None:
+                model = sub
+                break
+        else:
+            return None
+    return model
+
+
+def parse_config(data: dict[str, Any], *, text: str | None = None,
+                 source: str = "config") -> AuditConfig:
+    """Validate a mapping into an :class:`AuditConfig`; errors name keys (and YAML lines)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got "
+                          f"{type(data).__name__}")
+    try:
+        cfg = AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, text, source)) from None
+    try:
+        cfg.check_names()
+    except MiauditError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    cfg = parse_config(data or {}, text=text, source=str(p))
+    # Paths in a config file are relative to the config file's folder.
+    updates: dict[str, Any] = {}
+    if not cfg.output.is_absolute():
+        updates["output"] = p.parent / cfg.output
+    if cfg.data.path is not None and not cfg.data.path.is_absolute():
+        updates["data"] = cfg.data.model_copy(update={"path": p.parent / cfg.data.path})
+    if updates:
+        cfg = cfg.model_copy(update=updates)
+    return cfg
