@@ -1,0 +1,176 @@
+"""The attack stage of an audit: every requested attack against every target model.
+
+Model outputs on all records are held once, as ``outputs`` of shape ``(M, N, q, C)`` (a memory
+map is fine) for ``M`` models. Each signal is computed once for all models (:class:`SignalBank`)
+and every target's :class:`~miaudit.attacks.AttackData` receives slices of it.
+
+In an *algorithm audit* (Carlini et al., S&P 2022, Sec. VI) every model takes a turn as the
+target and the others serve as its references (:func:`leave_one_out`); scores of all targets are
+pooled into one ROC. In a *model audit* there is one target: the user's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from miaudit import attacks
+from miaudit._validation import check_array
+from miaudit.attacks.base import AttackData
+from miaudit.config import AttackSpec
+from miaudit.exceptions import ValidationError
+from miaudit.signals import SIGNALS, OutputKind, compute_signal
+
+
+@dataclass(frozen=True)
+class TargetSplit:
+    """Which model is attacked and which models serve as its references.
+
+    Attributes
+    ----------
+    target : int
+        Index of the target model in the outputs array (``-1`` for an external target whose
+        outputs are passed separately).
+    references : ndarray of int
+        Indices of the reference models.
+    """
+
+    target: int
+    references: NDArray[np.int64]
+
+
+def leave_one_out(n_models: int, n_targets: int | None = None) -> list[TargetSplit]:
+    """The first ``n_targets`` models (all by default) in turn as target, the others as references.
+
+    Raises
+    ------
+    ValidationError
+        If fewer than 2 models are given or ``n_targets`` exceeds ``n_models``.
+    """
+    if n_models < 2:
+        raise ValidationError(f"leave-one-out needs at least 2 models, got {n_models}")
+    n_targets = n_models if n_targets is None else n_targets
+    if not 1 <= n_targets <= n_models:
+        raise ValidationError(f"n_targets: expected 1..{n_models}, got {n_targets}")
+    every = np.arange(n_models)
+    return [TargetSplit(t, every[every != t]) for t in range(n_targets)]
+
+
+class SignalBank:
+    """Signals of ``M`` models on ``N`` records, each computed once, model by model.
+
+    Parameters
+    ----------
+    outputs : array of shape (M, N, q, C)
+        Logits or probabilities of every model on every record (a memory map is fine: signals are
+        computed one model at a time).
+    labels : ndarray of shape (N,)
+    kind : {"logits", "probs"}
+    """
+
+    def __init__(self, outputs: NDArray, labels: NDArray, kind: OutputKind = "logits") -> None:
+        if np.ndim(outputs) != 4:
+            raise ValidationError(
+                f"outputs: expected shape (n_models, n_records, n_queries, n_classes), got "
+                f"{np.shape(outputs)}"
+            )
+        if np.shape(outputs)[1] != len(labels):
+            raise ValidationError(
+                f"outputs: {np.shape(outputs)[1]} records but labels has {len(labels)}"
+            )
+        self.outputs = outputs
+        self.labels = np.asarray(labels)
+        self.kind = kind
+        self._signals: dict[str, NDArray[np.float64]] = {}
+
+    def get(self, name: str) -> NDArray[np.float64]:
+        """Signal ``name`` of every model: shape (M, N, q), float64."""
+        if name not in self._signals:
+            self._signals[name] = np.stack(
+                [
+                    compute_signal(name, np.asarray(m), self.labels, kind=self.kind)
+                    for m in self.outputs
+                ]
+            )
+        return self._signals[name]
+
+
+def attack_data(
+    bank: SignalBank,
+    split: TargetSplit,
+    keep: NDArray[np.bool_],
+    audit_idx: NDArray[np.int64],
+    population_idx: NDArray[np.int64],
+    signal_names: Sequence[str] = (),
+    target_outputs: NDArray | None = None,
+) -> AttackData:
+    """The :class:`AttackData` for one target: audited records ``audit_idx``, population records
+    ``population_idx``, signals in ``signal_names`` sliced from ``bank``.
+
+    ``target_outputs`` (shape (N, q, C)) replaces ``bank.outputs[split.target]`` for an external
+    target (``split.target == -1``).
+    """
+    refs = split.references
+    if split.target < 0:
+        if target_outputs is None:
+            raise ValidationError("target_outputs: required for an external target")
+        tgt = check_array(target_outputs, "target_outputs", ndim=3)
+    else:
+        tgt = np.asarray(bank.outputs[split.target])
+    outs = bank.outputs
+    has_pop = population_idx.size > 0
+    data = AttackData(
+        labels=bank.labels[audit_idx],
+        target=tgt[audit_idx],
+        references=np.asarray(outs[refs][:, audit_idx]) if refs.size else None,
+        keep=keep[refs][:, audit_idx] if refs.size else None,
+        population_labels=bank.labels[population_idx] if has_pop else None,
+        population_target=tgt[population_idx] if has_pop else None,
+        population_references=np.asarray(outs[refs][:, population_idx])
+        if has_pop and refs.size
+        else None,
+        kind=bank.kind,
+    )
+    for name in signal_names:
+        if split.target < 0:
+            sig_t = compute_signal(name, tgt, bank.labels, kind=bank.kind)
+        else:
+            sig_t = bank.get(name)[split.target]
+        data.set_signal(name, "target", sig_t[audit_idx])
+        if has_pop:
+            data.set_signal(name, "population_target", sig_t[population_idx])
+        if refs.size:
+            sig = bank.get(name)[refs]
+            data.set_signal(name, "references", sig[:, audit_idx])
+            if has_pop:
+                data.set_signal(name, "population_references", sig[:, population_idx])
+    return data
+
+
+def score_targets(
+    bank: SignalBank,
+    keep: NDArray[np.bool_],
+    splits: Sequence[TargetSplit],
+    specs: Sequence[AttackSpec],
+    audit_idx: NDArray[np.int64],
+    population_idx: NDArray[np.int64],
+    target_outputs: NDArray | None = None,
+) -> dict[str, NDArray[np.float64]]:
+    """Scores of every attack on every target.
+
+    Returns
+    -------
+    dict
+        Attack display label → scores of shape ``(len(splits), len(audit_idx))``, higher = member.
+    """
+    instances = {spec.display: attacks.create(spec.name, **spec.params) for spec in specs}
+    out = {label: np.empty((len(splits), audit_idx.size)) for label in instances}
+    wanted = sorted({a.info.signal for a in instances.values() if a.info.signal in SIGNALS})
+    for i, split in enumerate(splits):
+        data = attack_data(bank, split, keep, audit_idx, population_idx, wanted, target_outputs)
+        for label, attack in instances.items():
+            out[label][i] = attack.score(data)
+    return out
