@@ -5,14 +5,14 @@ map is fine) for ``M`` models. Each signal is computed once for all models (:cla
 and every target's :class:`~miaudit.attacks.AttackData` receives slices of it.
 
 In an *algorithm audit* (Carlini et al., S&P 2022, Sec. VI) every model takes a turn as the
-target and the others serve as its references (:func:`leave_one_out`); scores of all targets are
-pooled into one ROC. In a *model audit* there is one target: the user's model.
+target and the others serve as its references (:class:`miaudit.data.splits.LeaveOneOut`);
+scores of all targets are pooled into one ROC. In a *model audit* there is one target: the
+user's model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,39 +24,11 @@ from miaudit.config import AttackSpec
 from miaudit.exceptions import ValidationError
 from miaudit.signals import SIGNALS, OutputKind, compute_signal
 
-
-@dataclass(frozen=True)
-class TargetSplit:
-    """Which model is attacked and which models serve as its references.
-
-    Attributes
-    ----------
-    target : int
-        Index of the target model in the outputs array (``-1`` for an external target whose
-        outputs are passed separately).
-    references : ndarray of int
-        Indices of the reference models.
-    """
-
-    target: int
-    references: NDArray[np.int64]
-
-
-def leave_one_out(n_models: int, n_targets: int | None = None) -> list[TargetSplit]:
-    """The first ``n_targets`` models (all by default) in turn as target, the others as references.
-
-    Raises
-    ------
-    ValidationError
-        If fewer than 2 models are given or ``n_targets`` exceeds ``n_models``.
-    """
-    if n_models < 2:
-        raise ValidationError(f"leave-one-out needs at least 2 models, got {n_models}")
-    n_targets = n_models if n_targets is None else n_targets
-    if not 1 <= n_targets <= n_models:
-        raise ValidationError(f"n_targets: expected 1..{n_models}, got {n_targets}")
-    every = np.arange(n_models)
-    return [TargetSplit(t, every[every != t]) for t in range(n_targets)]
+#: One target and its references: ``(target_index, reference_indices)``, as yielded by
+#: :class:`miaudit.data.splits.LeaveOneOut`. ``target_index == EXTERNAL_TARGET`` means the
+#: target's outputs are passed separately (a model audit of the user's model).
+TargetSplit = tuple[int, NDArray[np.int64]]
+EXTERNAL_TARGET = -1
 
 
 class SignalBank:
@@ -110,16 +82,17 @@ def attack_data(
     """The :class:`AttackData` for one target: audited records ``audit_idx``, population records
     ``population_idx``, signals in ``signal_names`` sliced from ``bank``.
 
-    ``target_outputs`` (shape (N, q, C)) replaces ``bank.outputs[split.target]`` for an external
-    target (``split.target == -1``).
+    ``target_outputs`` (shape (N, q, C)) replaces ``bank.outputs[target]`` for an external
+    target (``target == EXTERNAL_TARGET``).
     """
-    refs = split.references
-    if split.target < 0:
+    target, refs = split
+    refs = np.asarray(refs, dtype=np.int64)
+    if target == EXTERNAL_TARGET:
         if target_outputs is None:
             raise ValidationError("target_outputs: required for an external target")
         tgt = check_array(target_outputs, "target_outputs", ndim=3)
     else:
-        tgt = np.asarray(bank.outputs[split.target])
+        tgt = np.asarray(bank.outputs[target])
     outs = bank.outputs
     has_pop = population_idx.size > 0
     data = AttackData(
@@ -135,10 +108,10 @@ def attack_data(
         kind=bank.kind,
     )
     for name in signal_names:
-        if split.target < 0:
+        if target == EXTERNAL_TARGET:
             sig_t = compute_signal(name, tgt, bank.labels, kind=bank.kind)
         else:
-            sig_t = bank.get(name)[split.target]
+            sig_t = bank.get(name)[target]
         data.set_signal(name, "target", sig_t[audit_idx])
         if has_pop:
             data.set_signal(name, "population_target", sig_t[population_idx])
