@@ -1,0 +1,213 @@
+"""Input checks and per-record statistics shared by the reference-model attacks.
+
+The reference-model attacks (LiRA, RMIA, Attack-R, calibrated losses) all receive
+
+* ``target`` of shape ``(n, q)``: the audited model's signal on ``n`` records, ``q`` queries each
+  (a 1-d ``(n,)`` array is read as ``q = 1``);
+* ``reference`` of shape ``(m, n, q)``: ``m`` reference models on the same records (a 2-d
+  ``(m, n)`` array is read as ``q = 1``);
+* ``keep`` of shape ``(m, n)``, boolean: ``keep[i, j]`` is True when reference ``i`` trained on
+  record ``j`` (it is IN for ``j``), False when it did not (OUT).
+
+Everything here is float64 and vectorised over records and queries: masked means, medians and
+standard deviations over the IN or the OUT references of every record, and interpolated
+percentile ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit._validation import check_array
+from miaudit.attacks.base import _check_keep
+from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.registry import Registry
+
+Side = Literal["in", "out"]
+
+__all__ = [
+    "CENTERS",
+    "as_queries",
+    "check_reference_signals",
+    "interpolated_rank",
+    "masked_mean",
+    "masked_median",
+    "masked_std",
+    "require_references",
+    "side_mask",
+]
+
+
+def as_queries(x: ArrayLike, name: str, lead_ndim: int = 1) -> NDArray[np.float64]:
+    """Finite float64 signal with ``lead_ndim`` leading axes and a query axis.
+
+    A signal without the query axis (``lead_ndim`` dimensions) gets one of length 1.
+    """
+    arr = check_array(x, name, ndim=(lead_ndim, lead_ndim + 1))
+    if arr.ndim == lead_ndim:
+        arr = arr[..., None]
+    if arr.shape[-1] == 0:
+        raise ValidationError(f"{name}: needs at least one query, got shape {arr.shape}")
+    return arr
+
+
+def check_reference_signals(
+    target: ArrayLike, reference: ArrayLike, keep: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Validate the ``(target, reference, keep)`` triple of a reference-model attack.
+
+    Returns
+    -------
+    target : ndarray of shape (n, q)
+    reference : ndarray of shape (m, n, q)
+    keep : ndarray of shape (m, n), bool
+    """
+    tgt = as_queries(target, "target", 1)
+    ref = as_queries(reference, "reference", 2)
+    if ref.shape[1:] != tgt.shape:
+        raise ValidationError(
+            f"reference: expected shape (n_references, {tgt.shape[0]}, {tgt.shape[1]}) to match "
+            f"target of shape {tgt.shape} (records, queries), got {ref.shape}"
+        )
+    if ref.shape[0] == 0:
+        raise MissingRequirementError("reference: needs at least one reference model, got 0")
+    return tgt, ref, _check_keep(keep, ref.shape[0], ref.shape[1])
+
+
+def side_mask(keep: NDArray[np.bool_], side: Side) -> NDArray[np.bool_]:
+    """``keep`` for the IN side, ``~keep`` for the OUT side."""
+    if side not in ("in", "out"):
+        raise ValidationError(f"side: expected 'in' or 'out', got {side!r}")
+    return keep if side == "in" else ~keep
+
+
+def require_references(
+    keep: NDArray[np.bool_], side: Side, attack: str, min_count: int = 1
+) -> None:
+    """Raise :class:`MissingRequirementError` when some record has fewer than ``min_count``
+    reference models on ``side``; the message says how many records lack them."""
+    counts = side_mask(keep, side).sum(axis=0)
+    lacking = int((counts < min_count).sum())
+    if lacking:
+        what = side.upper()
+        raise MissingRequirementError(
+            f"{attack} needs at least {min_count} {what} reference model(s) for every record, "
+            f"but {lacking} of {keep.shape[1]} records have fewer (smallest count "
+            f"{int(counts.min())}); train more reference models or use a variant that does not "
+            f"need {what} references"
+        )
+
+
+def masked_mean(
+    x: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Mean over the references selected by ``mask``, per record and query.
+
+    Parameters
+    ----------
+    x : ndarray of shape (m, n, q)
+    mask : ndarray of shape (m, n), bool
+
+    Returns
+    -------
+    mean : ndarray of shape (n, q)
+        NaN where a record has no selected reference.
+    count : ndarray of shape (n,)
+    """
+    count = mask.sum(axis=0)
+    total = np.einsum("mn,mnq->nq", mask.astype(np.float64), x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count[:, None]
+    return mean, count
+
+
+def masked_median(
+    x: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Median over the references selected by ``mask``, per record and query.
+
+    Unselected entries are set to ``+inf`` and every (record, query) row is sorted once; the
+    median of ``k`` values is the mean of the sorted values at positions ``(k - 1) // 2`` and
+    ``k // 2`` (``numpy.median``'s definition). Shapes as in :func:`masked_mean`.
+    """
+    count = mask.sum(axis=0)
+    # (n, q, m) layout so that each row is contiguous for the sort.
+    rows = np.where(mask.T[:, None, :], np.moveaxis(x, 0, -1), np.inf)
+    rows.sort(axis=-1)
+    safe = np.maximum(count, 1)[:, None, None]
+    lo = np.take_along_axis(rows, np.broadcast_to((safe - 1) // 2, (*rows.shape[:2], 1)), -1)
+    hi = np.take_along_axis(rows, np.broadcast_to(safe // 2, (*rows.shape[:2], 1)), -1)
+    median = (lo[..., 0] + hi[..., 0]) / 2.0
+    median[count == 0] = np.nan
+    return median, count
+
+
+def masked_std(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], mean: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Standard deviation (ddof 0, around the mean) over the references selected by ``mask``.
+
+    ``mean`` may be passed when already computed (it must be the masked mean). Returns shape
+    ``(n, q)``, NaN where a record has no selected reference.
+    """
+    if mean is None:
+        mean, _ = masked_mean(x, mask)
+    count = mask.sum(axis=0)
+    resid = x - np.nan_to_num(mean)[None]
+    ss = np.einsum("mn,mnq->nq", mask.astype(np.float64), resid * resid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(ss / count[:, None])
+
+
+CenterFn = Callable[
+    [NDArray[np.float64], NDArray[np.bool_]], tuple[NDArray[np.float64], NDArray[np.int64]]
+]
+
+#: Location estimators over a record's IN or OUT reference signals, by name.
+CENTERS: Registry[CenterFn] = Registry("center")
+CENTERS.register("mean")(masked_mean)
+CENTERS.register("median")(masked_median)
+
+
+def interpolated_rank(
+    values: NDArray[np.float64],
+    below: NDArray[np.int64],
+    sorted_values: Callable[[NDArray[np.int64]], NDArray[np.float64]],
+    count: NDArray[np.int64] | int,
+) -> NDArray[np.float64]:
+    r"""Position of ``values`` in sorted samples, by inverting ``numpy.quantile(method="linear")``.
+
+    For ``k`` sorted samples :math:`v_0 \le \dots \le v_{k-1}` and a value :math:`s` with
+    :math:`c = \#\{i : v_i < s\}`, the rank is 0 when :math:`c = 0`, 1 when :math:`c = k`, and
+    otherwise
+
+    .. math:: \frac{(c - 1) + (s - v_{c-1}) / (v_c - v_{c-1})}{k - 1},
+
+    which is ``numpy.interp(s, v, linspace(0, 1, k))`` for distinct samples: the level
+    :math:`\alpha` at which ``numpy.quantile(v, alpha)`` equals :math:`s`.
+
+    Parameters
+    ----------
+    values : ndarray
+        The values :math:`s` to place.
+    below : ndarray of int, same shape as ``values``
+        :math:`c`, the number of samples strictly below each value.
+    sorted_values : callable
+        Maps an index array (same shape as ``values``, entries in ``0..k-1``) to the sorted
+        samples at those positions.
+    count : int or ndarray of int broadcastable to ``values``
+        :math:`k`, the number of samples (at least 1).
+    """
+    count = np.broadcast_to(np.asarray(count), values.shape)
+    interior = (below > 0) & (below < count)
+    lo_idx = np.where(interior, below - 1, 0)
+    lo = sorted_values(lo_idx)
+    hi = sorted_values(np.where(interior, below, 0))
+    # In the interior v_{c-1} < s <= v_c, so the gap is positive.
+    gap = np.where(interior, hi - lo, 1.0)
+    inner = (lo_idx + np.where(interior, (values - lo) / gap, 0.0)) / np.maximum(count - 1, 1)
+    return np.where(below <= 0, 0.0, np.where(below >= count, 1.0, inner))

@@ -1,0 +1,374 @@
+r"""The Likelihood Ratio Attack (LiRA) of Carlini et al., "Membership Inference Attacks From
+First Principles", IEEE S&P 2022 (arXiv:2112.03570).
+
+For every record and query, Gaussians are fitted to the signals (logit-scaled confidence
+:math:`\phi = \log\frac{p_y}{1 - p_y}`) of the reference models that trained on the record (IN)
+and of those that did not (OUT). With :math:`x` the target model's signal:
+
+* online (paper Eq. 3): :math:`\log \mathcal N(x; \mu_{in}, \sigma_{in}^2) -
+  \log \mathcal N(x; \mu_{out}, \sigma_{out}^2)`;
+* offline, one-sided (paper Eq. 4, the default): :math:`\log \Phi((x - \mu_{out}) /
+  \sigma_{out})`, the log of :math:`1 - \Pr[Z > x]` for :math:`Z \sim \mathcal N(\mu_{out},
+  \sigma_{out}^2)`;
+* offline, two-sided (the reference code ``plot.py``'s choice): :math:`-\log \mathcal N(x;
+  \mu_{out}, \sigma_{out}^2)`, which also flags records whose signal is unusually *low*.
+
+The per-query scores are averaged over the ``q`` queries. Every score is higher for members.
+
+Choices where the published code disagrees (see ``docs/attacks.md``):
+
+* ``center``: ``"median"`` (reference code, TensorFlow Privacy's default) or ``"mean"`` (paper).
+* ``variance``: ``"per_record"`` — std (ddof 0, around the mean) of the record's IN (OUT) signals
+  for each query; ``"global"`` — one std of the residuals :math:`\phi - \mu` pooled over all
+  records, queries and reference models, separately for IN and for OUT (TensorFlow Privacy's
+  ``fix_variance``; the reference code's ``plot.py`` takes the OUT std from the IN residuals, a bug
+  not copied here); ``"auto"`` — global below :data:`GLOBAL_VARIANCE_BELOW` reference models,
+  where the paper (Fig. 9) finds it better.
+* Records with fewer than :data:`MIN_SAMPLES_PER_RECORD_STD` signals on one side use that side's
+  global std (the std of one sample is 0). Every std is floored at :data:`SIGMA_FLOOR`.
+* All IN and OUT references of a record are used; the reference code truncates every record to the
+  smallest count over records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import log_ndtr
+
+from miaudit.attacks import register
+from miaudit.attacks._common import (
+    CENTERS,
+    as_queries,
+    check_reference_signals,
+    masked_mean,
+    masked_std,
+    require_references,
+    side_mask,
+)
+from miaudit.attacks.base import Attack, AttackData, AttackInfo, _check_keep
+from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.registry import Registry
+
+__all__ = [
+    "GLOBAL_VARIANCE_BELOW",
+    "MIN_SAMPLES_PER_RECORD_STD",
+    "OFFLINE_TESTS",
+    "SIGMA_FLOOR",
+    "VARIANCES",
+    "GaussianFit",
+    "LiraAttack",
+    "LiraOfflineAttack",
+    "fit_gaussians",
+    "gaussian_logpdf",
+    "lira_scores",
+    "resolve_variance",
+]
+
+#: ``variance="auto"`` uses the global variance with fewer reference models than this: Carlini et
+#: al. (2022, Fig. 9) find per-record variances better only from 64 reference models on.
+GLOBAL_VARIANCE_BELOW = 64
+#: A per-record std needs at least this many signals; records with fewer on a side use that side's
+#: global std instead (one sample has std 0, which would make the likelihood degenerate).
+MIN_SAMPLES_PER_RECORD_STD = 2
+#: Smallest std used, so that a side whose signals are all equal still gives finite scores.
+SIGMA_FLOOR = 1e-6
+
+SIGNAL = "logit_scaled_confidence"
+PAPER = (
+    "Carlini, Chien, Nasr, Song, Terzis, Tramèr. Membership Inference Attacks From First "
+    "Principles. IEEE S&P 2022"
+)
+_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+Missing = Literal["error", "column_mean"]
+
+
+@dataclass(frozen=True)
+class GaussianFit:
+    """Per-record, per-query Gaussian fitted to one side's reference signals.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n, q)
+        The centre (median or mean).
+    std : ndarray of shape (n, q)
+        The standard deviation (per record or global), at least :data:`SIGMA_FLOOR`.
+    count : ndarray of shape (n,)
+        Number of reference signals per record on this side.
+    """
+
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+
+def _global_std(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
+) -> float:
+    """Std (ddof 0) of the residuals ``x - center`` pooled over the masked entries (all
+    records, queries and reference models), as TensorFlow Privacy's ``fix_variance``."""
+    weight = mask.astype(np.float64)
+    total = float(weight.sum()) * x.shape[-1]
+    if total == 0:
+        return float("nan")
+    resid = x - np.nan_to_num(center)[None]
+    mean_r = float(np.einsum("mn,mnq->", weight, resid)) / total
+    resid -= mean_r
+    return float(np.sqrt(np.einsum("mn,mnq->", weight, resid * resid) / total))
+
+
+def _per_record_std(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Std (ddof 0, around the mean) per record and query; records with fewer than
+    :data:`MIN_SAMPLES_PER_RECORD_STD` signals get the global std of this side."""
+    mean, count = masked_mean(x, mask)
+    std = masked_std(x, mask, mean)
+    few = (count > 0) & (count < MIN_SAMPLES_PER_RECORD_STD)
+    if few.any():
+        std[few] = _global_std(x, mask, center)
+    return std
+
+
+def _global_std_array(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    return np.full(center.shape, _global_std(x, mask, center))
+
+
+StdFn = Callable[[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]], NDArray]
+
+#: How the std of a side is estimated, by name (``"auto"`` is resolved by
+#: :func:`resolve_variance`).
+VARIANCES: Registry[StdFn] = Registry("LiRA variance")
+VARIANCES.register("per_record")(_per_record_std)
+VARIANCES.register("global")(_global_std_array)
+
+
+def resolve_variance(variance: str, n_references: int) -> str:
+    """``"auto"`` → ``"global"`` below :data:`GLOBAL_VARIANCE_BELOW` reference models, else
+    ``"per_record"``; other names are checked against :data:`VARIANCES` and returned."""
+    if variance == "auto":
+        return "global" if n_references < GLOBAL_VARIANCE_BELOW else "per_record"
+    VARIANCES.get(variance)
+    return variance
+
+
+def _fill_column_mean(a: NDArray[np.float64]) -> None:
+    """Replace NaNs in each column of ``a`` (n, q) with that column's mean (in place)."""
+    bad = np.isnan(a)
+    a[bad] = np.broadcast_to(np.nanmean(a, axis=0), a.shape)[bad]
+
+
+def fit_gaussians(
+    reference: ArrayLike,
+    mask: ArrayLike,
+    *,
+    center: str = "median",
+    variance: str = "per_record",
+    missing: Missing = "error",
+) -> GaussianFit:
+    r"""Fit one Gaussian per record and query to the reference signals selected by ``mask``.
+
+    Parameters
+    ----------
+    reference : array-like of shape (m, n, q) or (m, n)
+        Reference models' signals.
+    mask : array-like of shape (m, n), bool
+        Which signals to use: ``keep`` for the IN side, ``~keep`` for the OUT side.
+    center : {"median", "mean"}
+        Location estimator :math:`\mu`.
+    variance : {"per_record", "global", "auto"}
+        See the module docstring; ``"auto"`` counts all ``m`` reference models.
+    missing : {"error", "column_mean"}
+        Records with no selected signal: ``"error"`` raises :class:`MissingRequirementError`;
+        ``"column_mean"`` gives them the mean over records of :math:`\mu` and :math:`\sigma`
+        for each query, as TensorFlow Privacy's ``compute_score_lira`` does (used to reproduce
+        its golden values).
+
+    Returns
+    -------
+    GaussianFit
+    """
+    ref = as_queries(reference, "reference", 2)
+    sel = _check_keep(mask, ref.shape[0], ref.shape[1])
+    if missing not in ("error", "column_mean"):
+        raise ValidationError(f"missing: expected 'error' or 'column_mean', got {missing!r}")
+    return _fit(ref, sel, center, resolve_variance(variance, ref.shape[0]), missing)
+
+
+def _fit(
+    ref: NDArray[np.float64], sel: NDArray[np.bool_], center: str, variance: str, missing: Missing
+) -> GaussianFit:
+    """:func:`fit_gaussians` on validated inputs (``variance`` already resolved)."""
+    mu, count = CENTERS.get(center)(ref, sel)
+    if not count.any():
+        raise MissingRequirementError("mask: selects no reference signal for any record")
+    empty = count == 0
+    if empty.any() and missing == "error":
+        raise MissingRequirementError(
+            f"mask: {int(empty.sum())} of {count.size} records have no reference signal to fit"
+        )
+    sigma = np.array(VARIANCES.get(variance)(ref, sel, mu), dtype=np.float64)
+    if empty.any():
+        _fill_column_mean(mu)
+        _fill_column_mean(sigma)
+    return GaussianFit(mean=mu, std=np.maximum(sigma, SIGMA_FLOOR), count=count)
+
+
+def gaussian_logpdf(
+    x: NDArray[np.float64], mean: NDArray[np.float64], std: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    r""":math:`\log \mathcal N(x; \mu, \sigma^2) = -\tfrac12 ((x-\mu)/\sigma)^2 - \log\sigma -
+    \tfrac12 \log 2\pi`, elementwise (same as ``scipy.stats.norm.logpdf``)."""
+    z = (x - mean) / std
+    return -0.5 * z * z - np.log(std) - _HALF_LOG_2PI
+
+
+def _one_sided(x: NDArray[np.float64], fit: GaussianFit) -> NDArray[np.float64]:
+    return log_ndtr((x - fit.mean) / fit.std)
+
+
+def _two_sided(x: NDArray[np.float64], fit: GaussianFit) -> NDArray[np.float64]:
+    return -gaussian_logpdf(x, fit.mean, fit.std)
+
+
+#: Offline LiRA tests by name; each maps ``(x (n, q), OUT fit)`` to per-query scores.
+OFFLINE_TESTS: Registry[Callable[[NDArray[np.float64], GaussianFit], NDArray]] = Registry(
+    "offline test"
+)
+OFFLINE_TESTS.register("one_sided")(_one_sided)
+OFFLINE_TESTS.register("two_sided")(_two_sided)
+
+
+def lira_scores(
+    target: ArrayLike,
+    reference: ArrayLike,
+    keep: ArrayLike,
+    *,
+    online: bool = True,
+    center: str = "median",
+    variance: str = "per_record",
+    offline_test: str = "one_sided",
+) -> NDArray[np.float64]:
+    r"""LiRA scores (Carlini et al., S&P 2022), higher = member.
+
+    Parameters
+    ----------
+    target : array-like of shape (n, q) or (n,)
+        The audited model's logit-scaled confidence on ``n`` records, ``q`` queries each.
+    reference : array-like of shape (m, n, q) or (m, n)
+        The same signal of ``m`` reference models on the same records and queries.
+    keep : array-like of shape (m, n), bool
+        ``keep[i, j]``: reference ``i`` trained on record ``j``.
+    online : bool
+        Online (IN and OUT references; every record needs at least one of each) or offline (OUT
+        references only; every record needs at least one).
+    center : {"median", "mean"}
+    variance : {"per_record", "global", "auto"}
+    offline_test : {"one_sided", "two_sided"}
+        Only used offline.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Online: mean over queries of :math:`\log \mathcal N(x; \mu_{in}, \sigma_{in}^2) -
+        \log \mathcal N(x; \mu_{out}, \sigma_{out}^2)`. Offline one-sided: mean over queries of
+        :math:`\log\Phi((x - \mu_{out})/\sigma_{out})`; two-sided: of
+        :math:`-\log \mathcal N(x; \mu_{out}, \sigma_{out}^2)`.
+
+    Raises
+    ------
+    MissingRequirementError
+        When some record lacks the IN (online) or OUT references it needs; the message says how
+        many records.
+    """
+    tgt, ref, kp = check_reference_signals(target, reference, keep)
+    CENTERS.get(center)
+    variance = resolve_variance(variance, ref.shape[0])
+    test = None if online else OFFLINE_TESTS.get(offline_test)
+    mode = "online LiRA" if online else "offline LiRA"
+    require_references(kp, "out", mode)
+    out = _fit(ref, side_mask(kp, "out"), center, variance, "error")
+    if test is not None:
+        return test(tgt, out).mean(axis=1)
+    require_references(kp, "in", mode)
+    fin = _fit(ref, side_mask(kp, "in"), center, variance, "error")
+    llr = gaussian_logpdf(tgt, fin.mean, fin.std) - gaussian_logpdf(tgt, out.mean, out.std)
+    return llr.mean(axis=1)
+
+
+def _check_options(center: str, variance: str, offline_test: str = "one_sided") -> None:
+    CENTERS.get(center)
+    resolve_variance(variance, GLOBAL_VARIANCE_BELOW)
+    OFFLINE_TESTS.get(offline_test)
+
+
+@register("lira")
+class LiraAttack(Attack):
+    """Online LiRA. Parameters: ``center`` ("median" | "mean"), ``variance`` ("auto" |
+    "per_record" | "global"); see :func:`lira_scores`."""
+
+    info = AttackInfo(
+        name="lira",
+        title="LiRA online: Gaussian likelihood ratio of IN vs OUT reference signals",
+        paper=PAPER,
+        signal=SIGNAL,
+        needs_references=True,
+        needs_in_references=True,
+        needs_out_references=True,
+    )
+
+    def __init__(self, center: str = "median", variance: str = "auto") -> None:
+        _check_options(center, variance)
+        self.center = center
+        self.variance = variance
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return lira_scores(
+            data.signal(SIGNAL, "target"),
+            data.signal(SIGNAL, "references"),
+            np.asarray(data.keep),
+            online=True,
+            center=self.center,
+            variance=self.variance,
+        )
+
+
+@register("lira_offline")
+class LiraOfflineAttack(Attack):
+    """Offline LiRA (OUT references only). Parameters: ``center``, ``variance``,
+    ``offline_test`` ("one_sided" | "two_sided"); see :func:`lira_scores`."""
+
+    info = AttackInfo(
+        name="lira_offline",
+        title="LiRA offline: position of the target signal in the OUT reference Gaussian",
+        paper=PAPER,
+        signal=SIGNAL,
+        needs_references=True,
+        needs_out_references=True,
+    )
+
+    def __init__(
+        self, center: str = "median", variance: str = "auto", offline_test: str = "one_sided"
+    ) -> None:
+        _check_options(center, variance, offline_test)
+        self.center = center
+        self.variance = variance
+        self.offline_test = offline_test
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return lira_scores(
+            data.signal(SIGNAL, "target"),
+            data.signal(SIGNAL, "references"),
+            np.asarray(data.keep),
+            online=False,
+            center=self.center,
+            variance=self.variance,
+            offline_test=self.offline_test,
+        )
