@@ -1,0 +1,186 @@
+"""Plots of attack results: log-log ROC curves and member / non-member score histograms.
+
+Plots draw what :mod:`miaudit.metrics` computed; they do no metric math themselves. They use
+matplotlib's object API with the Agg canvas (no pyplot, no global backend change), so they work
+on headless machines and do not disturb a user's interactive matplotlib session.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit._validation import check_array, check_membership, check_same_length
+from miaudit.exceptions import ValidationError
+from miaudit.metrics import MetricsSummary
+from miaudit.report.console import format_fpr
+
+__all__ = ["plot_roc", "plot_score_histograms"]
+
+#: Resolution of saved figures (dots per inch).
+DPI = 150
+#: Size of the ROC figure in inches.
+ROC_FIGSIZE = (5.5, 5.0)
+#: Size of one histogram panel in inches, and panels per row.
+HIST_PANEL_SIZE = (4.0, 3.0)
+HIST_COLUMNS = 3
+#: Lower axis limit when no curve has a positive FPR and ``min_fpr`` is not given.
+FALLBACK_MIN_FPR = 1e-5
+
+
+def _check_curve(name: str, curve: tuple[ArrayLike, ArrayLike]) -> tuple[NDArray, NDArray]:
+    try:
+        fpr, tpr = curve
+    except (TypeError, ValueError):
+        raise ValidationError(f"curves[{name!r}]: expected a pair (fpr, tpr)") from None
+    fpr = check_array(fpr, f"curves[{name!r}] fpr", ndim=1)
+    tpr = check_array(tpr, f"curves[{name!r}] tpr", ndim=1)
+    check_same_length(fpr=fpr, tpr=tpr)
+    for arr, what in ((fpr, "fpr"), (tpr, "tpr")):
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValidationError(f"curves[{name!r}] {what}: values must lie in [0, 1]")
+    return fpr, tpr
+
+
+def _legend_label(name: str, summary: MetricsSummary | None, legend_fpr: float) -> str:
+    if summary is None:
+        return name
+    parts = [f"AUC {summary.auc:.3f}"]
+    at = next((r for r in summary.tpr_at_fpr if r.target_fpr == legend_fpr), None)
+    if at is not None:
+        suffix = "" if at.reachable else " (at FPR 0)"
+        parts.append(f"TPR@{format_fpr(legend_fpr)} {100 * at.tpr:.1f}%{suffix}")
+    return f"{name} ({', '.join(parts)})"
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    path: str | Path,
+    *,
+    min_fpr: float | None = None,
+    title: str = "ROC curve (log-log)",
+    summaries: Mapping[str, MetricsSummary] | None = None,
+    legend_fpr: float = 1e-3,
+) -> Path:
+    """Save a log-log ROC plot of one or more curves, with the chance diagonal.
+
+    Parameters
+    ----------
+    curves : mapping of str to (fpr, tpr)
+        Name → ``(fpr, tpr)`` arrays of shape (k,), e.g. the first two outputs of
+        :func:`miaudit.metrics.roc_curve`.
+    path : str or Path
+        Output file (PNG, or any format matplotlib infers from the suffix). Parent folders
+        are created.
+    min_fpr : float, optional
+        Lower limit of both axes: the smallest FPR that the data can resolve,
+        ``1 / n_non_members``. Default: the smallest positive FPR over all curves.
+    title : str
+        Plot title.
+    summaries : mapping of str to MetricsSummary, optional
+        When a curve's name is present, its legend entry shows the AUC and the TPR at
+        ``legend_fpr`` (if that target was computed).
+    legend_fpr : float
+        Target FPR quoted in the legend.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not curves:
+        raise ValidationError("curves: expected at least one (fpr, tpr) curve")
+    checked = {name: _check_curve(name, c) for name, c in curves.items()}
+    if min_fpr is None:
+        positive = [f[f > 0].min() for f, _ in checked.values() if np.any(f > 0)]
+        min_fpr = float(min(positive)) if positive else FALLBACK_MIN_FPR
+    elif not (0 < min_fpr < 1) or not math.isfinite(min_fpr):
+        raise ValidationError(f"min_fpr: expected a value in (0, 1), got {min_fpr!r}")
+    summaries = summaries or {}
+
+    fig = Figure(figsize=ROC_FIGSIZE)
+    ax = fig.add_subplot()
+    for name, (fpr, tpr) in checked.items():
+        ax.plot(fpr, tpr, lw=1.5, label=_legend_label(name, summaries.get(name), legend_fpr))
+    ax.plot([min_fpr, 1], [min_fpr, 1], ls="--", lw=1, color="gray", label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(min_fpr, 1)
+    ax.set_ylim(min_fpr, 1)
+    ax.set_xlabel(f"false-positive rate (reachable down to {min_fpr:.2g})")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_score_histograms(
+    scores_by_attack: Mapping[str, ArrayLike],
+    is_member: ArrayLike,
+    path: str | Path,
+    *,
+    bins: int = 50,
+) -> Path:
+    """Save one panel per attack with the score histograms of members and non-members.
+
+    Parameters
+    ----------
+    scores_by_attack : mapping of str to array-like of shape (n,)
+        Attack name → scores (higher = member) on the same ``n`` records.
+    is_member : array-like of shape (n,)
+        Ground truth, boolean or 0/1.
+    path : str or Path
+        Output file; parent folders are created.
+    bins : int
+        Number of bins shared by both histograms of a panel.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    Histograms are normalised to densities, so classes of different sizes compare. NaN and
+    infinite scores cannot be binned: their number is written in the panel title.
+    """
+    if not scores_by_attack:
+        raise ValidationError("scores_by_attack: expected at least one attack's scores")
+    m = check_membership(is_member)
+    n_panels = len(scores_by_attack)
+    n_cols = min(HIST_COLUMNS, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    fig = Figure(figsize=(HIST_PANEL_SIZE[0] * n_cols, HIST_PANEL_SIZE[1] * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax, (name, scores) in zip(axes, scores_by_attack.items(), strict=False):
+        s = check_array(scores, f"scores_by_attack[{name!r}]", ndim=1, finite=False)
+        check_same_length(**{f"scores_by_attack[{name!r}]": s, "is_member": m})
+        finite = np.isfinite(s)
+        edges = np.histogram_bin_edges(s[finite], bins=bins) if finite.any() else bins
+        for sel, label, color in ((m, "members", "C3"), (~m, "non-members", "C0")):
+            values = s[sel & finite]
+            if values.size:
+                ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
+        n_bad = int((~finite).sum())
+        ax.set_title(name if not n_bad else f"{name} ({n_bad} non-finite not shown)")
+        ax.set_xlabel("score (higher = member)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize="small")
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    return out
