@@ -1,0 +1,222 @@
+r"""Reference-calibrated threshold attacks: Attack-R, Attack-P, and the calibrated losses.
+
+All pure functions take a signal oriented so that higher = member (the registered attacks pass the
+negative cross-entropy loss :math:`s = -\ell(x, y)`, the signal of the papers) and average the
+per-query scores over the ``q`` queries.
+
+* **Attack-R** (Ye, Maddi, Murakonda, Bindschaedler, Shokri, "Enhanced Membership Inference
+  Attacks against Machine Learning Models", CCS 2022): the position of the target's signal among
+  the record's OUT reference signals, as the level :math:`\alpha` at which the linearly
+  interpolated quantile of those signals (``numpy.quantile(method="linear")``) equals the target
+  signal; 0 below the smallest, 1 above the largest (see
+  :func:`~miaudit.attacks._common.interpolated_rank`). Thresholding it at :math:`1 - \alpha`
+  is Attack-R's per-record threshold at the :math:`\alpha` quantile.
+* **Attack-P** (same paper): the same position among the target model's signals on population
+  records (no reference models needed).
+* **Calibrated loss** (Watson, Guo, Cormode, Sablayrolles, "On the Importance of Difficulty
+  Calibration in Membership Inference Attacks", ICLR 2022), offline: :math:`s_\theta(x) -
+  \overline{s}_{out}(x)`, the target's signal minus the mean of its OUT reference signals.
+* **Sablayrolles et al.** ("White-box vs Black-box: Bayes Optimal Strategies for Membership
+  Inference", ICML 2019), online: :math:`s_\theta(x) - (\overline{s}_{in}(x) +
+  \overline{s}_{out}(x))/2`, a per-record threshold half way between the IN and OUT means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit.attacks import register
+from miaudit.attacks._common import (
+    as_queries,
+    check_reference_signals,
+    interpolated_rank,
+    masked_mean,
+    require_references,
+)
+from miaudit.attacks.base import Attack, AttackData, AttackInfo
+from miaudit.exceptions import MissingRequirementError, ValidationError
+
+__all__ = [
+    "AttackP",
+    "AttackR",
+    "CalibratedLossAttack",
+    "SablayrollesAttack",
+    "attack_p_scores",
+    "attack_r_scores",
+    "calibrated_scores",
+    "sablayrolles_scores",
+]
+
+SIGNAL = "cross_entropy_loss"
+YE = (
+    "Ye, Maddi, Murakonda, Bindschaedler, Shokri. Enhanced Membership Inference Attacks "
+    "against Machine Learning Models. CCS 2022"
+)
+
+
+def attack_r_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) -> NDArray:
+    """Attack-R (Ye et al., CCS 2022): interpolated rank among the record's OUT references.
+
+    Parameters
+    ----------
+    target : array-like of shape (n, q) or (n,)
+        Target model's signal, higher = member.
+    reference : array-like of shape (m, n, q) or (m, n)
+        Reference models' signal.
+    keep : array-like of shape (m, n), bool
+        Every record needs at least one OUT reference.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Mean over queries of the rank in [0, 1] (module docstring).
+    """
+    tgt, ref, kp = check_reference_signals(target, reference, keep)
+    require_references(kp, "out", "Attack-R")
+    out = ~kp
+    rows = np.where(out.T[:, None, :], np.moveaxis(ref, 0, -1), np.inf)  # (n, q, m)
+    rows.sort(axis=-1)
+    below = np.count_nonzero(rows < tgt[..., None], axis=-1)
+    rank = interpolated_rank(
+        tgt,
+        below,
+        lambda idx: np.take_along_axis(rows, idx[..., None], axis=-1)[..., 0],
+        out.sum(axis=0)[:, None],
+    )
+    return rank.mean(axis=1)
+
+
+def attack_p_scores(target: ArrayLike, population_target: ArrayLike) -> NDArray:
+    """Attack-P (Ye et al., CCS 2022): interpolated rank among population records' signals.
+
+    Parameters
+    ----------
+    target : array-like of shape (n, q) or (n,)
+        Target model's signal on the audited records, higher = member.
+    population_target : array-like of shape (z, q) or (z,)
+        Target model's signal on population records (in no training set).
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Mean over queries of the rank in [0, 1]; per query, a monotone function of the
+        target's signal (Attack-P ranks records like the global threshold attack).
+    """
+    tgt = as_queries(target, "target", 1)
+    pop = as_queries(population_target, "population_target", 1)
+    if pop.shape[1] != tgt.shape[1]:
+        raise ValidationError(
+            f"population_target: expected {tgt.shape[1]} queries per record like target, got "
+            f"shape {pop.shape}"
+        )
+    if pop.shape[0] == 0:
+        raise MissingRequirementError("population_target: needs at least one population record")
+    score = np.zeros(tgt.shape[0])
+    for k in range(tgt.shape[1]):
+        values = np.sort(pop[:, k])
+        below = np.searchsorted(values, tgt[:, k], side="left")
+        score += interpolated_rank(tgt[:, k], below, values.__getitem__, values.size)
+    return score / tgt.shape[1]
+
+
+def calibrated_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) -> NDArray:
+    r"""Calibrated loss (Watson et al., ICLR 2022), offline.
+
+    Returns the mean over queries of :math:`s_\theta(x) - \overline{s}_{out}(x)`, shape (n,);
+    shapes of the inputs as in :func:`attack_r_scores`; every record needs an OUT reference.
+    """
+    tgt, ref, kp = check_reference_signals(target, reference, keep)
+    require_references(kp, "out", "calibrated loss")
+    return (tgt - masked_mean(ref, ~kp)[0]).mean(axis=1)
+
+
+def sablayrolles_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) -> NDArray:
+    r"""Per-record threshold of Sablayrolles et al. (ICML 2019), online.
+
+    Returns the mean over queries of :math:`s_\theta(x) - (\overline{s}_{in}(x) +
+    \overline{s}_{out}(x))/2`, shape (n,); every record needs an IN and an OUT reference.
+    """
+    tgt, ref, kp = check_reference_signals(target, reference, keep)
+    require_references(kp, "in", "Sablayrolles et al.")
+    require_references(kp, "out", "Sablayrolles et al.")
+    mid = (masked_mean(ref, kp)[0] + masked_mean(ref, ~kp)[0]) / 2.0
+    return (tgt - mid).mean(axis=1)
+
+
+class _NegLossReferenceAttack(Attack):
+    """Registered attack = ``score_fn(-loss of target, -loss of references, keep)``."""
+
+    score_fn: ClassVar[Callable[[ArrayLike, ArrayLike, ArrayLike], NDArray]]
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return type(self).score_fn(
+            -data.signal(SIGNAL, "target"),
+            -data.signal(SIGNAL, "references"),
+            np.asarray(data.keep),
+        )
+
+
+@register("attack_r")
+class AttackR(_NegLossReferenceAttack):
+    info = AttackInfo(
+        name="attack_r",
+        title="Attack-R: rank of the target's loss among the record's OUT reference losses",
+        paper=YE,
+        signal=SIGNAL,
+        needs_references=True,
+        needs_out_references=True,
+    )
+    score_fn = staticmethod(attack_r_scores)
+
+
+@register("calibrated_loss")
+class CalibratedLossAttack(_NegLossReferenceAttack):
+    info = AttackInfo(
+        name="calibrated_loss",
+        title="Calibrated loss: target loss vs the mean OUT reference loss (offline)",
+        paper=(
+            "Watson, Guo, Cormode, Sablayrolles. On the Importance of Difficulty Calibration "
+            "in Membership Inference Attacks. ICLR 2022"
+        ),
+        signal=SIGNAL,
+        needs_references=True,
+        needs_out_references=True,
+    )
+    score_fn = staticmethod(calibrated_scores)
+
+
+@register("sablayrolles")
+class SablayrollesAttack(_NegLossReferenceAttack):
+    info = AttackInfo(
+        name="sablayrolles",
+        title="Per-record threshold half way between the IN and OUT mean losses (online)",
+        paper=(
+            "Sablayrolles, Douze, Schmid, Ollivier, Jégou. White-box vs Black-box: Bayes "
+            "Optimal Strategies for Membership Inference. ICML 2019"
+        ),
+        signal=SIGNAL,
+        needs_references=True,
+        needs_in_references=True,
+        needs_out_references=True,
+    )
+    score_fn = staticmethod(sablayrolles_scores)
+
+
+@register("attack_p")
+class AttackP(Attack):
+    info = AttackInfo(
+        name="attack_p",
+        title="Attack-P: rank of the target's loss among its losses on population records",
+        paper=YE,
+        signal=SIGNAL,
+        needs_population=True,
+    )
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return attack_p_scores(
+            -data.signal(SIGNAL, "target"), -data.signal(SIGNAL, "population_target")
+        )
