@@ -1,0 +1,216 @@
+"""The result of an audit: metrics, per-record scores with ids, per-record vulnerability."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from miaudit.metrics import MetricsSummary, TprAtFpr, tpr_at_fpr
+from miaudit.report.console import format_fpr
+
+#: The FPR the headline speaks of when it is among the reported FPRs and reachable.
+HEADLINE_FPR = 1e-3
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit produced.
+
+    Attributes
+    ----------
+    metrics : dict of str to MetricsSummary
+        Attack label → metrics over all (target, record) pairs pooled.
+    scores : pandas.DataFrame
+        Long format, one row per (target, record): index ``record_id``; columns ``target`` (model
+        index, or ``"target"`` for a user's model), ``label``, ``is_member``, then one column per
+        attack with its score (higher = member).
+    vulnerability : pandas.DataFrame
+        One row per record, index ``record_id``, sorted most exposed first: ``label``, ``n_in``
+        (targets that trained on it), ``n_flagged`` (of those, how many flagged it at the
+        report's flag FPR with the best attack), ``flag_rate``, ``mean_score_in``,
+        ``n_false_flags`` (targets that did not train on it but flagged it).
+    models : pandas.DataFrame
+        One row per model: ``role`` (target | reference), ``train_accuracy``,
+        ``test_accuracy``, ``n_train``, ``seconds``.
+    attacks : dict
+        Attack label → ``{"name", "title", "paper", "params"}``.
+    rocs : dict
+        Attack label → ``(fpr, tpr)`` arrays of the pooled ROC.
+    best_attack : str
+        Label of the attack with the highest TPR at the headline FPR.
+    headline_fpr : float
+    flag_fpr : float
+    timings : dict of str to float
+        Seconds spent in each stage.
+    config : dict
+        The configuration (JSON form).
+    versions : dict of str to str
+        Package versions.
+    """
+
+    metrics: dict[str, MetricsSummary]
+    scores: pd.DataFrame
+    vulnerability: pd.DataFrame
+    models: pd.DataFrame
+    attacks: dict[str, dict[str, Any]]
+    rocs: dict[str, tuple[NDArray, NDArray]]
+    best_attack: str
+    headline_fpr: float
+    flag_fpr: float
+    timings: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    @property
+    def headline(self) -> str:
+        """One plain sentence: how many training records the best attack identifies."""
+        return headline(self.metrics[self.best_attack], self.best_attack, self.headline_fpr)
+
+    def metrics_dict(self) -> dict[str, Any]:
+        """What ``metrics.json`` holds."""
+        return {
+            "headline": self.headline,
+            "best_attack": self.best_attack,
+            "headline_fpr": self.headline_fpr,
+            "attacks": {
+                k: {**self.attacks[k], "metrics": v.to_dict()} for k, v in self.metrics.items()
+            },
+            "models": {
+                "n_models": len(self.models),
+                "mean_train_accuracy": _mean(self.models, "train_accuracy"),
+                "mean_test_accuracy": _mean(self.models, "test_accuracy"),
+            },
+            "timings_seconds": self.timings,
+            "versions": self.versions,
+            "config": self.config,
+        }
+
+    def to_html(self, path: str | Path) -> Path:
+        """Write the self-contained HTML report to ``path``."""
+        from miaudit.report.html import write_report
+
+        return write_report(self, Path(path))
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``metrics.json``, ``scores.csv``, ``scores.parquet``, ``vulnerability.csv``,
+        ``models.csv`` and ``report.html`` (with its PNGs) into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "metrics": out / "metrics.json",
+            "scores_csv": out / "scores.csv",
+            "scores_parquet": out / "scores.parquet",
+            "vulnerability": out / "vulnerability.csv",
+            "models": out / "models.csv",
+        }
+        files["metrics"].write_text(json.dumps(self.metrics_dict(), indent=2))
+        self.scores.to_csv(files["scores_csv"])
+        self.scores.to_parquet(files["scores_parquet"])
+        self.vulnerability.to_csv(files["vulnerability"])
+        self.models.to_csv(files["models"], index_label="model")
+        files["report"] = self.to_html(out / "report.html")
+        self.output_dir = out
+        return files
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df or df[col].isna().all():
+        return None
+    return float(df[col].mean())
+
+
+def choose_headline_fpr(summaries: Mapping[str, MetricsSummary]) -> float:
+    """:data:`HEADLINE_FPR` if every summary can reach it, else the smallest reported FPR that
+    all can reach, else the largest reported FPR."""
+    first = next(iter(summaries.values()))
+    fprs = sorted(r.target_fpr for r in first.tpr_at_fpr)
+    reachable = [f for f in fprs if all(s.at(f).reachable for s in summaries.values())]
+    if HEADLINE_FPR in reachable:
+        return HEADLINE_FPR
+    return reachable[0] if reachable else fprs[-1]
+
+
+def best_attack(summaries: Mapping[str, MetricsSummary], fpr: float) -> str:
+    """Attack label with the highest TPR at ``fpr`` (ties broken by AUC)."""
+    return max(summaries, key=lambda k: (summaries[k].at(fpr).tpr, summaries[k].auc))
+
+
+def headline(summary: MetricsSummary, attack: str, fpr: float) -> str:
+    """E.g. "At 0.1% false positives, the best attack (lira) identifies 8.3% [7.1–9.6%] of
+    training records."."""
+    r: TprAtFpr = summary.at(fpr)
+    lo, hi = r.tpr_interval
+    text = (
+        f"At {format_fpr(fpr)} false positives, the best attack ({attack}) identifies "
+        f"{100 * r.tpr:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}%] of training records"
+    )
+    if not r.reachable:
+        text += (
+            f" (the evaluation has {summary.n_non_members} non-members, so this is the "
+            "rate at zero false positives)"
+        )
+    elif r.tpr <= fpr:
+        text += ", no better than guessing"
+    return text + "."
+
+
+def per_record_vulnerability(
+    scores: NDArray[np.float64],
+    is_member: NDArray[np.bool_],
+    record_ids: Sequence[Any],
+    labels: NDArray[np.int64],
+    flag_fpr: float,
+) -> pd.DataFrame:
+    """How often each record is exposed across targets by one attack.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (T, n)
+        Scores of one attack on ``n`` records for ``T`` targets.
+    is_member : ndarray of shape (T, n), bool
+        Whether each target trained on each record.
+    record_ids, labels : sequences of length n
+    flag_fpr : float
+        For each target, the threshold is the one :func:`~miaudit.metrics.tpr_at_fpr` picks at
+        this FPR on that target's scores; a record is flagged when its score reaches it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``record_id``; columns ``label``, ``n_in``, ``n_flagged``, ``flag_rate``,
+        ``mean_score_in``, ``n_false_flags``; sorted by ``flag_rate`` then ``mean_score_in``,
+        descending.
+    """
+    flagged = np.zeros_like(is_member)
+    for t in range(scores.shape[0]):
+        thr = tpr_at_fpr(scores[t], is_member[t], flag_fpr).threshold
+        flagged[t] = np.nan_to_num(scores[t], nan=-np.inf) >= thr
+    n_in = is_member.sum(axis=0)
+    n_flagged = (flagged & is_member).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(n_in > 0, n_flagged / np.maximum(n_in, 1), np.nan)
+        mean_in = np.where(
+            n_in > 0,
+            np.nansum(np.where(is_member, scores, 0.0), axis=0) / np.maximum(n_in, 1),
+            np.nan,
+        )
+    df = pd.DataFrame(
+        {
+            "label": np.asarray(labels),
+            "n_in": n_in,
+            "n_flagged": n_flagged,
+            "flag_rate": rate,
+            "mean_score_in": mean_in,
+            "n_false_flags": (flagged & ~is_member).sum(axis=0),
+        },
+        index=pd.Index(np.asarray(record_ids), name="record_id"),
+    )
+    return df.sort_values(["flag_rate", "mean_score_in"], ascending=False, na_position="last")
