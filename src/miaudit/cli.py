@@ -24,7 +24,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from miaudit import __version__
-from miaudit._validation import check_array, check_membership, check_probability
+from miaudit._validation import (
+    check_array,
+    check_both_classes,
+    check_membership,
+    check_probability,
+)
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.metrics import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_FPRS, DEFAULT_N_BOOTSTRAP
 
@@ -153,7 +158,8 @@ def load_score_file(
     ------
     ValidationError
         Unreadable file, a missing column (the message lists the columns present),
-        non-numeric scores, membership that is not boolean/0-1, duplicate ids.
+        non-numeric scores, membership that is not boolean/0-1, no members or no non-members,
+        duplicate ids.
     """
     path = Path(path)
     df = _read_table(path)
@@ -167,6 +173,7 @@ def load_score_file(
         )
     scores = check_array(raw_scores.to_numpy(), f"column {score_col!r}", ndim=1, finite=False)
     is_member = check_membership(raw_member.to_numpy(), f"column {member_col!r}")
+    check_both_classes(is_member, f"column {member_col!r}")
     ids = None
     if id_col is not None:
         ids = _column(df, id_col, "id", "--id-col", path).to_numpy()
