@@ -1,0 +1,402 @@
+"""Training recipes: how reference models are trained, and their typed configurations.
+
+A *recipe* turns a chunk of rows of the keep matrix into trained models and their observations:
+
+=================  ===================================================================
+name               what
+=================  ===================================================================
+``torch-mlp``      vectorised ensemble of MLPs (:mod:`miaudit.train.ensemble`)
+``torch-cnn``      vectorised ensemble of small CNNs for images (8×8, 32×32×3)
+``sklearn``        any scikit-learn classifier, cloned per model, joblib-parallel
+``callable``       a user function ``train(X, y, seed) -> model``
+=================  ===================================================================
+
+Each recipe has a frozen config dataclass (:class:`TorchMLPConfig`, :class:`TorchCNNConfig`,
+:class:`~miaudit.train.sklearn_recipe.SklearnConfig`,
+:class:`~miaudit.train.sklearn_recipe.CallableConfig`) that validates itself at construction and
+has a canonical JSON description (:meth:`Recipe.describe`) from which the run store derives the
+config hash. Build one with :func:`make_recipe`::
+
+    recipe = make_recipe("torch-mlp", hidden_sizes=(256,), epochs=20)
+
+Seeds: model ``i`` of a run with ``config.seed = s`` uses its own random stream derived from
+``(s, i)`` (:func:`model_seed`), for its initial weights, its minibatch order, dropout masks and
+augmentations. A model's training therefore does not depend on which other models share its
+chunk, and a resumed or extended run trains model ``i`` exactly as a fresh run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from miaudit.exceptions import UnknownNameError, ValidationError
+from miaudit.registry import Registry
+
+WeightsFormat = Literal["safetensors", "skops"]
+
+#: Largest seed handed to torch/numpy generators (63 bits: positive as a signed 64-bit int).
+_SEED_BITS = 63
+
+__all__ = [
+    "RECIPES",
+    "ModelResult",
+    "Recipe",
+    "TorchCNNConfig",
+    "TorchMLPConfig",
+    "TorchTrainConfig",
+    "make_recipe",
+    "model_seed",
+]
+
+
+def model_seed(seed: int, model_id: int) -> int:
+    """Seed of model ``model_id`` in a run seeded ``seed``: 63 bits of
+    ``numpy.random.SeedSequence([seed, model_id])`` (independent streams per model)."""
+    state = np.random.SeedSequence([int(seed), int(model_id)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 32 | int(state[1])) >> (64 - _SEED_BITS))
+
+
+# ----------------------------------------------------------------------------- config helpers
+def _fail(config: object, field_name: str, message: str) -> None:
+    raise ValidationError(f"{type(config).__name__}.{field_name}: {message}")
+
+
+def _check_range(
+    config: object,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> None:
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        _fail(config, name, f"expected a number in {lo}{low}, {high}{hi}, got {value!r}")
+
+
+def _check_positive_int(config: object, name: str, minimum: int = 1) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        _fail(config, name, f"expected an integer >= {minimum}, got {value!r}")
+
+
+def _as_int_tuple(config: object, name: str, minimum: int = 1) -> None:
+    value = getattr(config, name)
+    try:
+        items = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        _fail(config, name, f"expected a sequence of integers, got {value!r}")
+    if any(v < minimum for v in items) or any(
+        isinstance(v, bool) or (isinstance(v, float) and not float(v).is_integer()) for v in value
+    ):
+        _fail(config, name, f"expected integers >= {minimum}, got {value!r}")
+    object.__setattr__(config, name, items)
+
+
+def _check_name(config: object, name: str, registry: Registry) -> None:
+    value = getattr(config, name)
+    try:
+        registry.get(value)
+    except UnknownNameError as exc:
+        raise ValidationError(f"{type(config).__name__}.{name}: {exc}") from None
+    object.__setattr__(config, name, str(value).lower())
+
+
+# ----------------------------------------------------------------------------- torch configs
+@dataclass(frozen=True)
+class TorchTrainConfig:
+    """Hyper-parameters shared by the vectorised torch recipes.
+
+    Attributes
+    ----------
+    hidden_sizes : tuple of int
+        Widths of the fully connected hidden layers.
+    activation : str
+        ``"tanh"`` or ``"relu"`` (:data:`miaudit.train.architectures.ACTIVATIONS`).
+    optimizer : str
+        ``"sgd-momentum"`` (PyTorch ``SGD``: ``v ← μv + g + λθ``, ``θ ← θ - ηv``) or ``"adam"``
+        (PyTorch ``Adam`` with L2 weight decay added to the gradient).
+    lr : float
+        Learning rate ``η > 0``.
+    momentum : float
+        ``μ`` of SGD, in ``[0, 1)``.
+    betas : (float, float)
+        Adam's ``β₁, β₂`` in ``[0, 1)``.
+    weight_decay : float
+        L2 coefficient ``λ >= 0`` (applied to weights and biases, as PyTorch does).
+    dropout : float
+        Drop probability of the hidden layers' outputs (inverted dropout), in ``[0, 1)``.
+    label_smoothing : float
+        ``ε`` in ``[0, 1)``: targets ``(1-ε)·onehot + ε/C``.
+    epochs : int
+        Passes over each model's subset (see :mod:`miaudit.train.ensemble` for unequal sizes).
+    batch_size : int
+        Records per minibatch and model.
+    lr_schedule : str
+        ``"constant"``, ``"cosine"`` (``η·(1 + cos(π t/T))/2`` over the ``T`` steps) or
+        ``"step"`` (``η·γ^⌊epoch / lr_step_epochs⌋``).
+    lr_step_epochs : int
+        Period of the ``"step"`` schedule.
+    lr_step_gamma : float
+        Factor ``γ`` of the ``"step"`` schedule, in ``(0, 1]``.
+    augment_flip : bool
+        Images: mirror each training record horizontally with probability 1/2.
+    augment_crop : int
+        Images: pad-and-crop — reflect-pad by this many pixels and crop a random window of the
+        original size (0 disables it).
+    seed : int
+        Run seed; model ``i`` uses :func:`model_seed` ``(seed, i)``.
+    """
+
+    hidden_sizes: tuple[int, ...] = (256,)
+    activation: str = "tanh"
+    optimizer: str = "sgd-momentum"
+    lr: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    epochs: int = 20
+    batch_size: int = 128
+    lr_schedule: str = "constant"
+    lr_step_epochs: int = 10
+    lr_step_gamma: float = 0.1
+    augment_flip: bool = False
+    augment_crop: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from miaudit.train.architectures import ACTIVATIONS
+        from miaudit.train.ensemble import LR_SCHEDULES, OPTIMIZERS
+
+        _as_int_tuple(self, "hidden_sizes")
+        _check_name(self, "activation", ACTIVATIONS)
+        _check_name(self, "optimizer", OPTIMIZERS)
+        _check_name(self, "lr_schedule", LR_SCHEDULES)
+        _check_range(self, "lr", 0.0, math.inf, low_open=True)
+        _check_range(self, "momentum", 0.0, 1.0)
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas
+        ):
+            _fail(self, "betas", f"expected two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        _check_range(self, "weight_decay", 0.0, math.inf)
+        _check_range(self, "dropout", 0.0, 1.0)
+        _check_range(self, "label_smoothing", 0.0, 1.0)
+        _check_positive_int(self, "epochs")
+        _check_positive_int(self, "batch_size")
+        _check_positive_int(self, "lr_step_epochs")
+        _check_range(self, "lr_step_gamma", 0.0, 1.0, low_open=True, high_open=False)
+        if not isinstance(self.augment_flip, bool):
+            _fail(self, "augment_flip", f"expected true or false, got {self.augment_flip!r}")
+        _check_positive_int(self, "augment_crop", minimum=0)
+        _check_positive_int(self, "seed", minimum=0)
+
+
+@dataclass(frozen=True)
+class TorchMLPConfig(TorchTrainConfig):
+    """``torch-mlp``: an MLP on flattened features (see :class:`TorchTrainConfig`)."""
+
+
+@dataclass(frozen=True)
+class TorchCNNConfig(TorchTrainConfig):
+    """``torch-cnn``: conv blocks then an MLP head (see :class:`TorchTrainConfig`).
+
+    Attributes
+    ----------
+    channels : tuple of int
+        Output channels of each ``3×3 conv → ReLU → 2×2 max-pool`` block.
+    """
+
+    hidden_sizes: tuple[int, ...] = (128,)
+    activation: str = "relu"
+    channels: tuple[int, ...] = (32, 64)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _as_int_tuple(self, "channels")
+        if not self.channels:
+            _fail(self, "channels", "expected at least one convolution block")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class ModelResult:
+    """One trained model, as handed to the run store.
+
+    Attributes
+    ----------
+    model_id : int
+        Row of the keep matrix.
+    observations : ndarray of shape (n_records, q, C), float32
+        Logits of the model on every record and query.
+    train_acc, test_acc : float
+        Accuracy (identity query) on the model's IN records and on its OUT records (NaN when
+        it has none).
+    n_train : int
+        Number of IN records.
+    train_seconds, query_seconds : float
+        Wall time of training and querying. In a vectorised chunk of ``K`` models these are the
+        chunk's times divided by ``K``.
+    weights : object
+        What the store saves: ``{name: ndarray}`` (safetensors), a scikit-learn estimator
+        (skops), or None (not persisted).
+    weights_format : {"safetensors", "skops"} or None
+    final_loss : float or None
+        Mean training loss over the last epoch (torch recipes).
+    """
+
+    model_id: int
+    observations: NDArray[np.float32]
+    train_acc: float
+    test_acc: float
+    n_train: int
+    train_seconds: float
+    query_seconds: float
+    weights: Any = None
+    weights_format: WeightsFormat | None = None
+    final_loss: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def accuracies(
+    logits: NDArray, y: NDArray[np.int64], keep_row: NDArray[np.bool_]
+) -> tuple[float, float]:
+    """(train, test) accuracy of ``argmax logits`` ``(n, C)`` on IN / OUT records of one model.
+
+    NaN for a side with no records.
+    """
+    correct = np.argmax(logits, axis=-1) == y
+    n_in = int(keep_row.sum())
+    n_out = keep_row.size - n_in
+    train = float(correct[keep_row].mean()) if n_in else float("nan")
+    test = float(correct[~keep_row].mean()) if n_out else float("nan")
+    return train, test
+
+
+# ----------------------------------------------------------------------------- recipe base
+class Recipe(ABC):
+    """A registered way of training models. Subclasses set :attr:`name` and
+    :attr:`config_class` and implement :meth:`train_chunk`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    #: Whether :meth:`train_chunk` trains many models in one vectorised computation (the
+    #: engine then sizes chunks from the memory budget) or one after another.
+    vectorised: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        if not isinstance(config, self.config_class):
+            raise ValidationError(
+                f"recipe {self.name!r}: expected a {self.config_class.__name__}, got "
+                f"{type(config).__name__}"
+            )
+        self.config = config
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description of the recipe and config (the input of the config hash)."""
+        return {"recipe": self.name, "config": _jsonable(dataclasses.asdict(self.config))}
+
+    def models_per_chunk(self) -> int | None:
+        """Models per work unit, or None to size chunks from the memory budget
+        (:meth:`bytes_per_model`)."""
+        return None
+
+    @abstractmethod
+    def bytes_per_model(
+        self, input_shape: tuple[int, ...], n_classes: int, n_records: int, n_queries: int
+    ) -> int:
+        """Estimated peak memory of one model while its chunk trains and is queried."""
+
+    @abstractmethod
+    def train_chunk(
+        self,
+        X: NDArray[np.float32],
+        y: NDArray[np.int64],
+        n_classes: int,
+        keep: NDArray[np.bool_],
+        model_ids: Sequence[int],
+        queries: Sequence[str],
+    ) -> list[ModelResult]:
+        """Train the models ``model_ids`` (``keep[i]`` is model ``model_ids[i]``'s IN mask) and
+        query each on all records ``X`` with ``queries``."""
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples → lists, numpy scalars → Python, recursively (for canonical JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+RECIPES: Registry[type[Recipe]] = Registry("training recipe")
+_MODULES = ("ensemble", "sklearn_recipe")
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"miaudit.train.{mod}")
+
+
+def get(name: str) -> type[Recipe]:
+    """The recipe class registered as ``name`` (the error lists valid names)."""
+    _load_all()
+    return RECIPES.get(name)
+
+
+def names() -> list[str]:
+    """Sorted names of the registered recipes."""
+    _load_all()
+    return RECIPES.names()
+
+
+def make_config(name: str, **params: Any) -> Any:
+    """The config dataclass of recipe ``name`` built from ``params``.
+
+    Raises
+    ------
+    ValidationError
+        For a parameter the config does not have (the message lists the valid ones) or a bad
+        value (the message names the field).
+    """
+    cls = get(name).config_class
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValidationError(
+            f"recipe {name!r}: unknown parameter(s) {unknown}.{hint} Valid parameters: "
+            f"{', '.join(valid)}"
+        )
+    return cls(**params)
+
+
+def make_recipe(name: str, config: Any = None, **params: Any) -> Recipe:
+    """Recipe ``name`` with ``config`` (its config dataclass) or keyword ``params``."""
+    cls = get(name)
+    if config is not None and params:
+        raise ValidationError(f"recipe {name!r}: give either config or parameters, not both")
+    return cls(config if config is not None else make_config(name, **params))

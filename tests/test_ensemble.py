@@ -1,0 +1,238 @@
+"""The vectorised torch ensemble against plain one-model-at-a-time PyTorch training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+from miaudit.data import keep_matrix
+from miaudit.train import make_recipe
+from miaudit.train.architectures import StackedCNN, StackedMLP, cross_entropy_grad
+from miaudit.train.ensemble import LR_SCHEDULES, model_generators, train_ensemble
+from miaudit.train.queries import QUERIES, apply_queries, shift
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is fastest (and robust on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    d = load_digits()
+    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def _train_one_by_one(X, y, keep_row, hidden, epochs, batch, lr, momentum, seed):
+    """How a user trains one MLP: nn.Sequential, torch.optim.SGD, shuffled minibatches."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    xs, ys = torch.from_numpy(X[keep_row]), torch.from_numpy(y[keep_row])
+    for _ in range(epochs):
+        perm = torch.randperm(len(xs))
+        for start in range(0, len(xs), batch):
+            idx = perm[start : start + batch]
+            loss = F.cross_entropy(model(xs[idx]), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(X)).argmax(1).numpy()
+    return float((pred[~keep_row] == y[~keep_row]).mean())
+
+
+def test_vectorised_accuracy_matches_one_by_one(digits):
+    X, y = digits
+    k, hidden, epochs, batch, lr, momentum = 4, 64, 8, 32, 0.05, 0.9
+    keep = keep_matrix(k, len(X), seed=1)
+    recipe = make_recipe(
+        "torch-mlp",
+        hidden_sizes=(hidden,),
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        momentum=momentum,
+        seed=3,
+    )
+    results = recipe.train_chunk(X, y, 10, keep, list(range(k)), ("identity",))
+    vec = np.mean([r.test_acc for r in results])
+    ref = np.mean(
+        [
+            _train_one_by_one(X, y, keep[i], hidden, epochs, batch, lr, momentum, 100 + i)
+            for i in range(k)
+        ]
+    )
+    assert vec > 0.9  # the models learned something
+    assert abs(vec - ref) < 0.02, (vec, ref)
+    # the test accuracy is the accuracy on the OUT records, recomputed here by hand
+    obs = results[0].observations[:, 0]
+    out = ~keep[0]
+    assert results[0].test_acc == pytest.approx(float((obs[out].argmax(1) == y[out]).mean()))
+    assert results[0].n_train == int(keep[0].sum())
+
+
+def test_single_model_trajectory_equals_torch_sgd(digits):
+    """K = 1: same init, same minibatches → same weights as nn.Sequential + torch.optim.SGD."""
+    X, y = digits
+    keep = keep_matrix(2, len(X), seed=0)[:1]
+    cfg = dict(
+        hidden_sizes=(32,),
+        epochs=3,
+        batch_size=50,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        label_smoothing=0.1,
+        lr_schedule="cosine",
+    )
+    recipe = make_recipe("torch-mlp", **cfg)
+    net, gens = recipe.build((64,), 10, [7])
+    ref = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    with torch.no_grad():
+        ref[0].weight.copy_(net.params[0][0].T)
+        ref[0].bias.copy_(net.params[1][0])
+        ref[2].weight.copy_(net.params[2][0].T)
+        ref[2].bias.copy_(net.params[3][0])
+    g_ref = torch.Generator()
+    g_ref.set_state(gens[0].get_state())
+    train_ensemble(net, torch.from_numpy(X), torch.from_numpy(y), keep, recipe.config, gens)
+
+    subset = torch.from_numpy(np.flatnonzero(keep[0]))
+    steps = math.ceil(len(subset) / 50)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    stream = subset[:0]
+    xs, ys = torch.from_numpy(X), torch.from_numpy(y)
+    for epoch in range(3):
+        while len(stream) < steps * 50:  # the documented stream: concatenated permutations
+            stream = torch.cat([stream, subset[torch.randperm(len(subset), generator=g_ref)]])
+        order, stream = stream[: steps * 50], stream[steps * 50 :]
+        for s in range(steps):
+            t = epoch * steps + s
+            for group in opt.param_groups:
+                group["lr"] = 0.1 * 0.5 * (1 + math.cos(math.pi * t / (3 * steps)))
+            idx = order[s * 50 : (s + 1) * 50]
+            loss = F.cross_entropy(ref(xs[idx]), ys[idx], label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    np.testing.assert_allclose(
+        net.params[0][0].numpy(), ref[0].weight.detach().T.numpy(), atol=2e-5
+    )
+    np.testing.assert_allclose(net.params[3][0].numpy(), ref[2].bias.detach().numpy(), atol=2e-5)
+
+
+def test_manual_backward_matches_autograd():
+    gens = model_generators(0, range(3))
+    net = StackedMLP(5, (7, 6), 4, "tanh", gens)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 8, 5, generator=g)
+    y = torch.randint(0, 4, (3, 8), generator=g)
+    masks = [(torch.rand(3, 8, h, generator=g) > 0.3).float() / 0.7 for h in (7, 6)]
+    loss = net.loss_and_grad(x, y, label_smoothing=0.2, dropout_masks=masks)
+    for k in range(3):
+        ps = [p[k].clone().requires_grad_(True) for p in net.params]
+        h = x[k]
+        for i in range(3):
+            h = h @ ps[2 * i] + ps[2 * i + 1]
+            if i < 2:
+                h = torch.tanh(h) * masks[i][k]
+        ref = F.cross_entropy(h, y[k], label_smoothing=0.2)
+        ref.backward()
+        assert loss[k].item() == pytest.approx(ref.item(), rel=1e-5)
+        for p, q in zip(net.params, ps, strict=True):
+            np.testing.assert_allclose(p.grad[k].numpy(), q.grad.numpy(), atol=1e-6)
+
+
+def test_cross_entropy_grad_formula():
+    logits = torch.tensor([[[2.0, 0.0, -1.0]]])
+    loss, grad = cross_entropy_grad(logits, torch.tensor([[0]]), 0.3)
+    p = np.exp([2.0, 0.0, -1.0]) / np.exp([2.0, 0.0, -1.0]).sum()
+    t = np.array([0.7 + 0.1, 0.1, 0.1])
+    assert loss.item() == pytest.approx(float(-(t * np.log(p)).sum()), rel=1e-6)
+    np.testing.assert_allclose(grad[0, 0].numpy(), p - t, atol=1e-6)
+
+
+def test_models_do_not_depend_on_their_chunk(digits):
+    """Model 5 trained with 2 others equals model 5 trained alone (own RNG, no cross-talk)."""
+    X, y = digits
+    keep = keep_matrix(3, len(X), seed=2)
+    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64, dropout=0.2)
+    together = recipe.train_chunk(X, y, 10, keep, [4, 5, 6], ("identity",))
+    alone = recipe.train_chunk(X, y, 10, keep[1:2], [5], ("identity",))
+    for name in together[1].weights:
+        np.testing.assert_allclose(together[1].weights[name], alone[0].weights[name], atol=1e-5)
+    again = recipe.train_chunk(X, y, 10, keep, [4, 5, 6], ("identity",))
+    for a, b in zip(together, again, strict=True):
+        assert all(np.array_equal(a.weights[n], b.weights[n]) for n in a.weights)
+
+
+def test_cnn_grouped_convolution_equals_separate_models():
+    gens = model_generators(0, range(3))
+    net = StackedCNN((1, 8, 8), (4, 6), (5,), 3, "relu", gens)
+    x = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = net.predict(x)
+    for k, state in enumerate(net.state_dicts()):
+        t = {n: torch.from_numpy(v) for n, v in state.items()}
+        h = F.max_pool2d(F.relu(F.conv2d(x, t["conv0.weight"], t["conv0.bias"], padding=1)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, t["conv1.weight"], t["conv1.bias"], padding=1)), 2)
+        h = F.relu(h.flatten(1) @ t["head.linear0.weight"] + t["head.linear0.bias"])
+        ref = h @ t["head.linear1.weight"] + t["head.linear1.bias"]
+        np.testing.assert_allclose(out[k].numpy(), ref.numpy(), atol=1e-5)
+
+
+def test_cnn_recipe_learns_digits(digits):
+    X, y = digits
+    keep = keep_matrix(2, len(X), seed=0)
+    recipe = make_recipe(
+        "torch-cnn",
+        channels=(8, 16),
+        hidden_sizes=(32,),
+        epochs=15,
+        batch_size=32,
+        lr=0.05,
+        augment_crop=1,
+    )
+    res = recipe.train_chunk(X.reshape(-1, 1, 8, 8), y, 10, keep, [0, 1], ("identity", "mirror"))
+    assert res[0].observations.shape == (len(X), 2, 10)
+    assert min(r.test_acc for r in res) > 0.7
+
+
+def test_lr_schedules():
+    cfg = make_recipe("torch-mlp", lr_schedule="step", lr_step_epochs=3, lr_step_gamma=0.5).config
+    assert LR_SCHEDULES.get("cosine")(cfg, 0, 50, 100) == pytest.approx(0.5)
+    assert LR_SCHEDULES.get("cosine")(cfg, 0, 0, 100) == 1.0
+    assert LR_SCHEDULES.get("step")(cfg, 7, 0, 100) == 0.25
+    assert LR_SCHEDULES.get("constant")(cfg, 7, 3, 100) == 1.0
+
+
+def test_shift_is_reflect_pad_and_crop():
+    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(2, 3, 5, 4)
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
+    for dy, dx in [(-2, 1), (0, 0), (1, -1)]:
+        ref = padded[:, :, 2 + dy : 2 + dy + 5, 2 + dx : 2 + dx + 4]
+        np.testing.assert_array_equal(shift(x, dy, dx, 2).numpy(), ref)
+    per_record = shift(x, torch.tensor([-2, 1]), torch.tensor([1, -1]), 2)
+    np.testing.assert_array_equal(per_record[0].numpy(), padded[0, :, 0:5, 3:7])
+    np.testing.assert_array_equal(per_record[1].numpy(), padded[1, :, 3:8, 1:5])
+
+
+def test_lira_18_views_in_reference_order():
+    x = torch.randn(4, 3, 6, 6)
+    views = apply_queries(x, ["lira-18"])
+    assert len(views) == QUERIES.get("lira-18").n_views == 18
+    np.testing.assert_array_equal(views[4].numpy(), x.numpy())  # (dy, dx) = (0, 0)
+    np.testing.assert_array_equal(views[13].numpy(), x.flip(-1).numpy())  # mirror, unshifted
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    np.testing.assert_array_equal(views[0].numpy(), padded[:, :, 0:6, 0:6])  # LiRA dx=dy=0
+    assert len(apply_queries(x, ["identity", "mirror", "shifts"])) == 10
