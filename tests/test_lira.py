@@ -40,13 +40,16 @@ def _loop_fit(target, ref, mask, center, variance):
     n, q = target.shape
     center_fn = np.median if center == "median" else np.mean
     mu = np.empty((n, q))
-    resid = []
+    resid, raw = [], []
     for j in range(n):
         for k in range(q):
             vals = [ref[i, j, k] for i in range(ref.shape[0]) if mask[i, j]]
             mu[j, k] = center_fn(vals)
-            resid += [v - mu[j, k] for v in vals]
-    global_sd = np.std(resid)
+            raw += vals
+            if len(vals) >= MIN_SAMPLES_PER_RECORD_STD:
+                resid += [v - mu[j, k] for v in vals]
+    # Pooled residuals of records with >= 2 signals; raw signals when there are none.
+    global_sd = np.std(resid) if resid else np.std(raw)
     sigma = np.empty((n, q))
     for j in range(n):
         for k in range(q):
@@ -107,6 +110,18 @@ def test_single_sample_side_uses_global_std(online):
     got = lira_scores(target, ref, keep, online=online, variance="per_record")
     want = _loop_scores(target, ref, keep, online, "median", "per_record", "one_sided")
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_complementary_pair_uses_raw_signal_std(online):
+    """Two references on complementary halves: one IN and one OUT signal per record, so no
+    residual spread is observable; the std of the raw signals is used (no ties, no floor)."""
+    target, ref, keep = _data(m=2, n=30, q=2, seed=9, min_side=1)
+    keep[1] = ~keep[0]
+    got = lira_scores(target, ref, keep, online=online, variance="global")
+    want = _loop_scores(target, ref, keep, online, "median", "global", "one_sided")
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert np.unique(got).size == got.size
 
 
 def test_auto_variance_switches_at_64_references():

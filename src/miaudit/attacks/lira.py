@@ -21,9 +21,12 @@ Choices where the published code disagrees (see ``docs/attacks.md``):
 * ``variance``: ``"per_record"`` — std (ddof 0, around the mean) of the record's IN (OUT) signals
   for each query; ``"global"`` — one std of the residuals :math:`\phi - \mu` pooled over all
   records, queries and reference models, separately for IN and for OUT (TensorFlow Privacy's
-  ``fix_variance``; the reference code's ``plot.py`` takes the OUT std from the IN residuals, a bug
-  not copied here); ``"auto"`` — global below :data:`GLOBAL_VARIANCE_BELOW` reference models,
-  where the paper (Fig. 9) finds it better.
+  ``fix_variance``; the reference code's ``plot.py`` takes the OUT std from the IN signals, a bug
+  not copied here), leaving out records with a single signal on that side (their residual is 0);
+  when no record has two signals on a side (two references on complementary halves), the std of
+  that side's raw signals pooled over records (the reference code's fixed variance);
+  ``"auto"`` — global below :data:`GLOBAL_VARIANCE_BELOW` reference models, where the paper
+  (Fig. 9) finds it better.
 * Records with fewer than :data:`MIN_SAMPLES_PER_RECORD_STD` signals on one side use that side's
   global std (the std of one sample is 0). Every std is floored at :data:`SIGMA_FLOOR`.
 * All IN and OUT references of a record are used; the reference code truncates every record to the
@@ -107,19 +110,35 @@ class GaussianFit:
     count: NDArray[np.int64]
 
 
-def _global_std(
-    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
+def _pooled_std(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64] | float
 ) -> float:
-    """Std (ddof 0) of the residuals ``x - center`` pooled over the masked entries (all
-    records, queries and reference models), as TensorFlow Privacy's ``fix_variance``."""
+    """Std (ddof 0) of ``x - center`` pooled over the masked entries and all queries."""
     weight = mask.astype(np.float64)
     total = float(weight.sum()) * x.shape[-1]
-    if total == 0:
-        return float("nan")
-    resid = x - np.nan_to_num(center)[None]
+    resid = x - center
     mean_r = float(np.einsum("mn,mnq->", weight, resid)) / total
     resid -= mean_r
     return float(np.sqrt(np.einsum("mn,mnq->", weight, resid * resid) / total))
+
+
+def _global_std(
+    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
+) -> float:
+    """One std for a whole side (see the module docstring).
+
+    The std (ddof 0) of the residuals ``x - center`` pooled over all records, queries and
+    reference models, as TensorFlow Privacy's ``fix_variance``, but only over records with at
+    least :data:`MIN_SAMPLES_PER_RECORD_STD` signals on this side (a single signal is its own
+    median, so its residual is 0 and carries no information about the spread). When no record
+    has that many (e.g. two reference models trained on complementary halves), the std of the
+    side's raw signals pooled over records is used instead: the LiRA reference code's fixed
+    variance.
+    """
+    informative = mask & (mask.sum(axis=0) >= MIN_SAMPLES_PER_RECORD_STD)[None]
+    if informative.any():
+        return _pooled_std(x, informative, np.nan_to_num(center)[None])
+    return _pooled_std(x, mask, 0.0)
 
 
 def _per_record_std(
