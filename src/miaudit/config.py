@@ -48,8 +48,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the records come from.
 
-    Exactly one of ``name`` (a built-in dataset, see ``miaudit.data.list_datasets()``) and
-    ``path`` (a CSV, Parquet, ``.npz`` or dataset folder) is given. ``params`` go to the dataset
+    One of ``name`` (a built-in dataset, see ``miaudit.data.list_datasets()``) and ``path`` (a
+    CSV, Parquet, ``.npz`` or dataset folder) is given (neither only when the records are passed
+    from Python as ``Audit(dataset=...)``). ``params`` go to the dataset
     generator or the file loader (e.g. ``label_col``, ``id_col``, ``n_records``).
     """
 
@@ -63,8 +64,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.name is None) == (self.path is None):
-            raise ValueError("give exactly one of data.name (a built-in dataset) or data.path")
+        if self.name is not None and self.path is not None:
+            raise ValueError("give only one of data.name (a built-in dataset) or data.path")
         return self
 
 

@@ -1,0 +1,409 @@
+"""The end-to-end audit: data → keep matrix → models → observations → attacks → metrics → report.
+
+One entry point, :class:`Audit`, over the stages (each usable on its own):
+
+1. data (:mod:`miaudit.data`): a built-in dataset or the user's file; ``population`` records
+   reserved that no model trains on (RMIA, Attack-P need them);
+2. splits (:mod:`miaudit.data.splits`): a balanced keep matrix, every audited record IN for
+   exactly half the models;
+3. models (:mod:`miaudit.audit.engine`): trained with the recipe, resumable in the run store,
+   queried on every record (``q`` queries each);
+4. attacks (:mod:`miaudit.audit.attack_stage`): every attack against every target; scores are
+   cached on disk by a hash of everything they depend on;
+5. metrics (:mod:`miaudit.metrics`) and the report (:mod:`miaudit.report`).
+
+Two ways in (the third, scores only, is ``miaudit evaluate``):
+
+* ``mode: algorithm`` — ``n_references + 1`` models on random halves, each in turn the target
+  with the others as its references (leave-one-out); the ROC pools all targets, as in the LiRA
+  paper. It audits the training recipe.
+* ``mode: model`` — the user's trained model with the membership of each record given; reference
+  models are trained with the user's recipe on random halves of the records and the user's
+  model is attacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from miaudit import attacks
+from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit, score_targets
+from miaudit.audit.result import (
+    AuditResult,
+    best_attack,
+    choose_headline_fpr,
+    per_record_vulnerability,
+)
+from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
+from miaudit.data import Dataset
+from miaudit.data.splits import LeaveOneOut, embed_keep, keep_matrix, population_split
+from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.metrics import roc_curve, summarize
+
+#: Smallest log-probability used when a target returns probabilities (log 0 = -inf otherwise).
+_LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def n_population(spec: float, n_records: int) -> int:
+    """Population size from the config: a fraction of ``n_records`` if < 1, else a count."""
+    if spec <= 0:
+        return 0
+    return round(spec * n_records) if spec < 1 else int(spec)
+
+
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+class Audit:
+    """Run a membership-inference audit.
+
+    Parameters
+    ----------
+    config : AuditConfig, dict, or path to a YAML file, optional
+        The configuration; keyword arguments are merged into it (top-level keys).
+    dataset : Dataset, optional
+        Records given directly from Python (instead of ``data.name`` / ``data.path``).
+    is_member : array of shape (n,), optional
+        ``mode: model`` from Python: which records the target trained on.
+    target_predict : callable, optional
+        ``mode: model`` from Python: a function ``X -> (n, C)`` outputs of the user's model
+        (``config.target.output_kind`` says logits or probabilities).
+
+    Examples
+    --------
+    >>> result = Audit(data={"name": "digits"}, n_references=8).run()   # doctest: +SKIP
+    >>> result.metrics["lira"].at(1e-3).tpr                             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: AuditConfig | dict[str, Any] | str | Path | None = None,
+        *,
+        dataset: Dataset | None = None,
+        is_member: NDArray | None = None,
+        target_predict: Callable[[NDArray], NDArray] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(config, str | Path):
+            base = load_config(config)
+            config = (
+                base
+                if not overrides
+                else parse_config({**base.model_dump(mode="json"), **overrides})
+            )
+        elif isinstance(config, AuditConfig):
+            if overrides:
+                config = parse_config({**config.model_dump(mode="json"), **overrides})
+        else:
+            data = dict(config or {})
+            data.update(overrides)
+            if dataset is not None:
+                data.setdefault("data", {})
+            config = parse_config(data)
+        self.config: AuditConfig = config
+        self._dataset = dataset
+        self._is_member = is_member
+        self._target_predict = target_predict
+
+    # ------------------------------------------------------------------ stages
+    def load_data(self) -> tuple[Dataset, NDArray[np.bool_] | None]:
+        """The dataset, and for ``mode: model`` the target's membership of each record."""
+        from miaudit.data import load_dataset, load_file
+
+        cfg = self.config
+        if self._dataset is not None:
+            ds = self._dataset
+        elif cfg.data.name is not None:
+            ds = load_dataset(cfg.data.name, **cfg.data.params)
+        elif cfg.data.path is not None:
+            ds = load_file(cfg.data.path, **cfg.data.params)
+        else:
+            raise ConfigError("data: give data.name (a built-in dataset) or data.path (a file), "
+                              "or pass dataset= to Audit from Python")
+        member = None
+        if cfg.mode == "model":
+            member = self._membership(ds)
+        return ds, member
+
+    def _membership(self, ds: Dataset) -> NDArray[np.bool_]:
+        from miaudit._validation import check_both_classes, check_membership
+
+        if self._is_member is not None:
+            member = check_membership(self._is_member)
+        else:
+            col = self.config.target.member_col  # type: ignore[union-attr]
+            column = ds.meta.get("columns", {}).get(col)
+            if column is None:
+                raise ConfigError(
+                    f"target.member_col: the data has no column {col!r} saying which records "
+                    f"the target trained on (columns kept: "
+                    f"{', '.join(ds.meta.get('columns', {})) or 'none'})"
+                )
+            member = check_membership(np.asarray(column), name=col)
+        if member.shape != (len(ds),):
+            raise ValidationError(
+                f"is_member: has {member.shape[0]} entries but the data has {len(ds)} records"
+            )
+        check_both_classes(member)
+        return member
+
+    def run(self) -> AuditResult:
+        """Run every stage and write the results into ``config.output``."""
+        cfg = self.config
+        timer = _Timer()
+        with timer.stage("data"):
+            ds, member = self.load_data()
+        n = len(ds)
+        n_pop = n_population(cfg.data.population, n)
+        rng_seed = np.random.SeedSequence(cfg.seed)
+        split_seed, keep_seed = (np.random.default_rng(s) for s in rng_seed.spawn(2))
+        if cfg.mode == "algorithm":
+            if n_pop:
+                audit_idx, pop_idx = population_split(n, n_pop, split_seed)
+            else:
+                audit_idx, pop_idx = np.arange(n), np.arange(0)
+            n_models = cfg.n_references + 1
+        else:
+            assert member is not None
+            audit_idx, pop_idx = _population_from_non_members(member, n_pop, split_seed)
+            n_models = cfg.n_references
+        if audit_idx.size < 2 * n_models and audit_idx.size < 4:
+            raise ConfigError(f"data: {audit_idx.size} records are too few for an audit")
+        keep = embed_keep(keep_matrix(n_models, audit_idx.size, keep_seed), audit_idx, n)
+
+        with timer.stage("training"):
+            run = self._train(ds, keep)
+        outputs = run.observations
+        labels = ds.y
+
+        target_outputs = None
+        if cfg.mode == "algorithm":
+            splits: list[TargetSplit] = list(LeaveOneOut(keep))[: cfg.n_targets or n_models]
+            truth = keep[[t for t, _ in splits]][:, audit_idx]
+            target_names: list[Any] = [t for t, _ in splits]
+        else:
+            with timer.stage("querying target"):
+                target_outputs = self._query_target(ds)
+            splits = [(EXTERNAL_TARGET, np.arange(n_models))]
+            truth = member[audit_idx][None, :]  # type: ignore[index]
+            target_names = ["target"]
+
+        with timer.stage("attacks"):
+            scores = self._scores(
+                run.key, outputs, labels, keep, splits, audit_idx, pop_idx, target_outputs
+            )
+        with timer.stage("metrics"):
+            metrics = {
+                k: summarize(
+                    v.ravel(),
+                    truth.ravel(),
+                    cfg.fprs,
+                    alpha=cfg.alpha,
+                    delta=cfg.delta,
+                    rng=cfg.seed,
+                )
+                for k, v in scores.items()
+            }
+            rocs = {k: roc_curve(v.ravel(), truth.ravel())[:2] for k, v in scores.items()}
+            h_fpr = choose_headline_fpr(metrics)
+            best = best_attack(metrics, h_fpr)
+            ids = ds.record_ids[audit_idx]
+            vuln = per_record_vulnerability(
+                scores[best], truth, ids, labels[audit_idx], cfg.report.flag_fpr
+            )
+            long = _long_scores(scores, truth, ids, labels[audit_idx], target_names)
+        result = AuditResult(
+            metrics=metrics,
+            scores=long,
+            vulnerability=vuln,
+            models=run.models,
+            attacks={s.display: _attack_meta(s.name, s.params) for s in cfg.attacks},
+            rocs=rocs,
+            best_attack=best,
+            headline_fpr=h_fpr,
+            flag_fpr=cfg.report.flag_fpr,
+            config=cfg.model_dump(mode="json"),
+            versions=_versions(),
+        )
+        with timer.stage("report"):
+            result.timings = timer.seconds
+            result.save(cfg.output)
+        result.timings = timer.seconds
+        # metrics.json is rewritten with the report stage's time included.
+        (cfg.output / "metrics.json").write_text(json.dumps(result.metrics_dict(), indent=2))
+        return result
+
+    def _train(self, ds: Dataset, keep: NDArray[np.bool_]) -> _TrainedModels:
+        from miaudit.audit.engine import train_and_query
+
+        cfg = self.config
+        run = train_and_query(
+            ds,
+            keep,
+            cfg.training.recipe,
+            cfg.training.params,
+            queries=cfg.queries,
+            store_root=cfg.output / "store",
+            executor=cfg.executor,
+            seed=cfg.seed,
+            quiet=cfg.quiet,
+        )
+        return _TrainedModels.from_engine(run)
+
+    def _query_target(self, ds: Dataset) -> NDArray[np.float64]:
+        from miaudit.targets import load_target_predict
+        from miaudit.train.queries import query_numpy
+
+        tcfg = self.config.target
+        assert tcfg is not None
+        predict = self._target_predict or load_target_predict(tcfg.model, ds.n_classes)
+        views = query_numpy(ds.X, self.config.queries)
+        out = np.stack([np.asarray(predict(v), dtype=np.float64) for v in views], axis=1)
+        if out.shape[0] != len(ds) or out.shape[2] != ds.n_classes:
+            raise ValidationError(
+                f"target: returned outputs of shape {out.shape[::2]} per query; expected "
+                f"({len(ds)}, {ds.n_classes})"
+            )
+        if tcfg.output_kind == "probs":
+            # log-probabilities are logits of the same softmax: every signal is unchanged.
+            with np.errstate(divide="ignore"):
+                out = np.maximum(np.log(out), _LOG_TINY)
+        return out
+
+    def _scores(
+        self,
+        run_key: str,
+        outputs: NDArray,
+        labels: NDArray,
+        keep: NDArray,
+        splits: list[TargetSplit],
+        audit_idx: NDArray,
+        pop_idx: NDArray,
+        target_outputs: NDArray | None,
+    ) -> dict[str, NDArray[np.float64]]:
+        """Scores of every attack, cached in ``output/cache`` by a hash of their inputs."""
+        cache = self.config.output / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        common = (
+            run_key,
+            keep,
+            audit_idx,
+            pop_idx,
+            [(int(t), r.tolist()) for t, r in splits],
+            target_outputs if target_outputs is not None else "no external target",
+        )
+        bank = SignalBank(outputs, labels)
+        result: dict[str, NDArray[np.float64]] = {}
+        for spec in self.config.attacks:
+            path = cache / f"scores-{_hash(*common, spec.name, spec.params)}.npy"
+            if path.is_file():
+                result[spec.display] = np.load(path)
+                continue
+            scores = score_targets(bank, keep, splits, [spec], audit_idx, pop_idx, target_outputs)[
+                spec.display
+            ]
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, scores)
+            tmp.replace(path)
+            result[spec.display] = scores
+        return result
+
+
+@dataclass
+class _TrainedModels:
+    """What the attack stage needs from the engine."""
+
+    key: str
+    observations: NDArray
+    models: pd.DataFrame
+
+    @classmethod
+    def from_engine(cls, run: Any) -> _TrainedModels:
+        return cls(key=run.config_hash, observations=run.observations(), models=run.models_frame())
+
+
+def _population_from_non_members(
+    member: NDArray[np.bool_], n_pop: int, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Model audit: population records are drawn from the target's non-members."""
+    non = np.flatnonzero(~member)
+    if n_pop >= non.size:
+        raise ConfigError(
+            f"data.population: {n_pop} population records requested but the target has only "
+            f"{non.size} non-members; population records must be non-members"
+        )
+    pop = np.sort(rng.choice(non, size=n_pop, replace=False)) if n_pop else np.arange(0)
+    audit = np.setdiff1d(np.arange(member.size), pop)
+    return audit, pop
+
+
+def _long_scores(
+    scores: dict[str, NDArray],
+    truth: NDArray[np.bool_],
+    ids: NDArray,
+    labels: NDArray,
+    targets: list[Any],
+) -> pd.DataFrame:
+    t, n = truth.shape
+    frame = pd.DataFrame(
+        {
+            "target": np.repeat(np.asarray(targets, dtype=object), n),
+            "label": np.tile(labels, t),
+            "is_member": truth.ravel(),
+            **{k: v.ravel() for k, v in scores.items()},
+        },
+        index=pd.Index(np.tile(ids, t), name="record_id"),
+    )
+    return frame
+
+
+def _attack_meta(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    info = attacks.get(name).info
+    return {"name": name, "title": info.title, "paper": info.paper, "params": params}
+
+
+def _versions() -> dict[str, str]:
+    from miaudit.audit.store import package_versions
+
+    return package_versions()
+
+
+def run_audit(config: AuditConfig | dict[str, Any] | str | Path, **overrides: Any) -> AuditResult:
+    """Shorthand for ``Audit(config, **overrides).run()``."""
+    return Audit(config, **overrides).run()
+
+
+__all__ = ["Audit", "MiauditError", "run_audit"]
