@@ -87,7 +87,10 @@ class TargetConfig(_Section):
 
     model: str
     member_col: str = "is_member"
-    output_kind: Literal["logits", "probs"] = "logits"
+    output_kind: Literal["logits", "probs"] | None = Field(
+        default=None,
+        description="what the model returns; default: probabilities for .skops, else logits",
+    )
 
 
 class AttackSpec(_Section):

@@ -284,20 +284,22 @@ class Audit:
         return _TrainedModels.from_engine(run)
 
     def _query_target(self, ds: Dataset) -> NDArray[np.float64]:
-        from miaudit.targets import load_target_predict
-        from miaudit.train.queries import query_numpy
+        from miaudit.targets import CallableTarget, load_target
 
         tcfg = self.config.target
         assert tcfg is not None
-        predict = self._target_predict or load_target_predict(tcfg.model, ds.n_classes)
-        views = query_numpy(ds.X, self.config.queries)
-        out = np.stack([np.asarray(predict(v), dtype=np.float64) for v in views], axis=1)
+        if self._target_predict is not None:
+            target = CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
+        else:
+            target = load_target(tcfg.model, ds.n_classes, kind=tcfg.output_kind)
+        views = _query_views(ds.X, self.config.queries)
+        out = np.stack([np.asarray(target.predict(v), dtype=np.float64) for v in views], axis=1)
         if out.shape[0] != len(ds) or out.shape[2] != ds.n_classes:
             raise ValidationError(
                 f"target: returned outputs of shape {out.shape[::2]} per query; expected "
                 f"({len(ds)}, {ds.n_classes})"
             )
-        if tcfg.output_kind == "probs":
+        if target.kind == "probs":
             # log-probabilities are logits of the same softmax: every signal is unchanged.
             with np.errstate(divide="ignore"):
                 out = np.maximum(np.log(out), _LOG_TINY)
@@ -353,6 +355,15 @@ class _TrainedModels:
     @classmethod
     def from_engine(cls, run: Any) -> _TrainedModels:
         return cls(key=run.config_hash, observations=run.observations(), models=run.models_frame())
+
+
+def _query_views(X: NDArray, queries: list[str]) -> list[NDArray]:
+    """The ``q`` query views of ``X`` (numpy in, numpy out) via :mod:`miaudit.train.queries`."""
+    import torch
+
+    from miaudit.train.queries import apply_queries
+
+    return [v.numpy() for v in apply_queries(torch.as_tensor(np.asarray(X)), queries)]
 
 
 def _population_from_non_members(

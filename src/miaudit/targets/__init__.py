@@ -34,7 +34,7 @@ __all__ = [
     "TorchTarget",
     "load_callable",
     "load_skops",
-    "load_target_predict",
+    "load_target",
 ]
 
 
@@ -155,26 +155,35 @@ def load_skops(path: str | Path, trusted: Sequence[str] = ()) -> Any:
     return sio.load(p, trusted=list(trusted) or None)
 
 
-def load_target_predict(
-    spec: str, n_classes: int, trusted: Sequence[str] = ()
-) -> Callable[[NDArray], NDArray]:
-    """A function ``X -> (n, C)`` outputs for the model named by ``spec``.
+def load_target(
+    spec: str,
+    n_classes: int,
+    *,
+    kind: OutputKind | None = None,
+    trusted: Sequence[str] = (),
+) -> Target:
+    """The :class:`Target` named by ``spec``.
 
     ``spec`` is a ``.skops`` file (a scikit-learn classifier; outputs are probabilities) or
-    ``module:function`` (a Python callable returning logits or probabilities). Torch weights
-    in ``.safetensors`` need the architecture: use the training recipe's loader
-    (``miaudit.train``) or wrap the module in a callable.
+    ``module:function`` (a Python callable returning logits, or probabilities if
+    ``kind="probs"``). Torch weights in ``.safetensors`` need the architecture: wrap the
+    module in a callable. Pickle files are refused.
     """
     path = Path(spec)
     if path.suffix == ".skops":
-        return SklearnTarget(load_skops(path, trusted), n_classes=n_classes).predict
+        if kind == "logits":
+            raise ValidationError(
+                f"{path}: a scikit-learn model returns probabilities, "
+                "not logits (set output_kind: probs or leave it unset)"
+            )
+        return SklearnTarget(load_skops(path, trusted), n_classes=n_classes)
     if path.suffix in {".pkl", ".pickle", ".joblib"}:
         raise MiauditError(
             f"{path}: pickle files can run arbitrary code when loaded and are not read. Save "
             "the model with skops (skops.io.dump) or give a 'module:function' callable"
         )
     if ":" in spec and not path.exists():
-        return CallableTarget(load_callable(spec)).predict
+        return CallableTarget(load_callable(spec), kind=kind or "logits")
     raise ValidationError(
         f"target.model {spec!r}: expected a .skops file or 'module:function' (a callable "
         "returning logits or probabilities)"
