@@ -117,7 +117,7 @@ class QuerySet:
     views: Callable[[torch.Tensor], list[torch.Tensor]]
 
 
-QUERIES: Registry[QuerySet] = Registry("query")
+QUERIES: Registry[QuerySet] = Registry("query augmentation")
 
 
 def _shift_grid(x: torch.Tensor, skip_center: bool) -> list[torch.Tensor]:

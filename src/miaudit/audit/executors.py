@@ -1,0 +1,170 @@
+"""Executors: where the work units of a run (chunks of models) are computed.
+
+Every executor has one method, ``map(fn, tasks)``, which yields ``fn(task)`` for each task *as
+it completes* (not necessarily in order), and an attribute ``n_workers`` (how many tasks run at
+once). The engine writes each chunk's models to the run store as soon as ``map`` yields them, so
+an executor never holds finished results back. If a task raises, ``map`` raises that exception
+(after cancelling the tasks not yet started); results already yielded are safe on disk.
+
+=============  ===================================================================
+name           what
+=============  ===================================================================
+``local``      in this process, one task after another (the default)
+``processes``  a pool of worker processes (``concurrent.futures``, ``spawn`` start
+               method), each with ``threads_per_worker`` torch threads
+=============  ===================================================================
+
+Adding one (e.g. Ray) is one class with ``map`` and ``n_workers``, registered with
+``@EXECUTORS.register("name")``. ``fn`` and the tasks must be picklable for executors that run
+elsewhere; the engine's ``fn`` is a small object holding the recipe and the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from miaudit.exceptions import ValidationError
+from miaudit.registry import Registry
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "make_executor",
+]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs ``fn`` on each task and yields the results as they complete."""
+
+    n_workers: int
+
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]: ...
+
+
+EXECUTORS: Registry[type] = Registry("executor")
+
+
+def _check_threads(value: int | None, name: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValidationError(f"{name}: expected a positive integer or None, got {value!r}")
+    return value
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count to ``n`` (None: leave it) for the block."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@EXECUTORS.register("local")
+class LocalExecutor:
+    """Runs the tasks in this process, in order.
+
+    Parameters
+    ----------
+    threads : int, optional
+        torch intra-op threads while the tasks run (default: leave torch's setting).
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = _check_threads(threads, "threads")
+        self.n_workers = 1
+
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+        with torch_threads(self.threads):
+            for task in tasks:
+                yield fn(task)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@EXECUTORS.register("processes")
+class ProcessExecutor:
+    """Runs the tasks in a pool of worker processes started with ``spawn``.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: the number of CPU cores).
+    threads_per_worker : int, optional
+        torch threads in each worker (default: cores // n_workers, at least 1).
+    """
+
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.n_workers = _check_threads(n_workers, "n_workers") or cores
+        self.threads_per_worker = _check_threads(threads_per_worker, "threads_per_worker") or max(
+            1, cores // self.n_workers
+        )
+
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+        import multiprocessing
+
+        if not tasks:
+            return
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.n_workers, len(tasks)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads_per_worker,),
+        )
+        pending: set[Future[Any]] = {pool.submit(fn, task) for task in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(executor: str | Executor, **params: Any) -> Executor:
+    """An executor instance from a registered name (with ``params``) or an instance as is.
+
+    Raises
+    ------
+    UnknownNameError
+        For an unregistered name (the message lists the valid ones).
+    ValidationError
+        For parameters the executor does not take.
+    """
+    if not isinstance(executor, str):
+        if not isinstance(executor, Executor):
+            raise ValidationError(
+                f"executor: expected a name ({', '.join(EXECUTORS)}) or an object with map() "
+                f"and n_workers, got {type(executor).__name__}"
+            )
+        if params:
+            raise ValidationError("executor: parameters are only accepted with an executor name")
+        return executor
+    cls = EXECUTORS.get(executor)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValidationError(
+            f"executor {executor!r}: bad parameters {sorted(params)} ({exc})"
+        ) from None

@@ -1,0 +1,476 @@
+"""The run store: trained models and their observations on disk, crash-safe and resumable.
+
+Layout of a store root::
+
+    <root>/
+      <recipe>-<config hash, 16 hex>/        one folder per configuration (a "run")
+        manifest.json                        what is in the folder, with checksums
+        keep.npy                             keep matrix (n_models, n_records), bool
+        record_ids.npy                       record ids, in the order of the observations
+        observations/model_00000.npy         logits (n_records, q, C), float32, one per model
+        models/model_00000.safetensors       torch weights (or model_00000.skops)
+
+**Config hash.** ``config_hash(description)`` is the SHA-256 of the canonical JSON (sorted keys,
+no whitespace) of the recipe's description (recipe name and typed config), the query list and
+the dataset fingerprint (:func:`dataset_fingerprint`: SHA-256 of the bytes of ``X``, ``y`` and the
+record ids, with shapes and dtypes). A different config or different data lands in a different
+folder, so observations of one configuration are never read for another.
+
+**Writes.** Every file is written to a temporary name in the same folder, flushed and
+``fsync``-ed, then renamed over its final name (``os.replace`` is atomic on POSIX and Windows);
+the folder is ``fsync``-ed after the rename. A model's weights and observations are written
+first, then the manifest (also atomically) records them with their SHA-256 and size. A crash
+at any point leaves either the old manifest or the new one, never a half-written file under a
+name the manifest trusts.
+
+**Reads.** A model counts as finished only if its manifest entry exists and every file it names
+exists with the recorded size and SHA-256 (:meth:`Run.completed_models`); otherwise the problem
+is logged (logger ``miaudit.store``), the entry and its files are dropped, and the model is
+trained again. Each entry also holds the SHA-256 of the model's keep row, so a model is never
+reused for a different training subset.
+
+Only one process should write to a run folder at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit.data.splits import check_keep
+from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.train.recipes import ModelResult
+
+_LOG = logging.getLogger("miaudit.store")
+
+#: Version of the folder layout and manifest schema.
+FORMAT_VERSION = 1
+#: Hex digits of the config hash used in folder names (64 bits: collisions are negligible; the
+#: full hash is in the manifest and is checked on open).
+HASH_PREFIX = 16
+MANIFEST = "manifest.json"
+KEEP_FILE = "keep.npy"
+IDS_FILE = "record_ids.npy"
+OBS_DIR = "observations"
+MODEL_DIR = "models"
+_TMP_MARK = ".tmp-"
+#: Packages whose versions are written into the manifest.
+VERSIONED_PACKAGES = ("miaudit", "numpy", "torch", "scikit-learn", "skops", "safetensors")
+#: Bytes read at a time when hashing a file.
+_HASH_BLOCK = 1 << 20
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptFileError",
+    "Run",
+    "RunStore",
+    "canonical_json",
+    "config_hash",
+    "dataset_fingerprint",
+]
+
+
+class CorruptFileError(MiauditError):
+    """A file named by a manifest is missing, truncated or does not match its checksum."""
+
+
+# ----------------------------------------------------------------------------- hashing
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(description: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical_json` ``(description)``."""
+    return hashlib.sha256(canonical_json(description).encode()).hexdigest()
+
+
+def _ids_bytes(ids: NDArray) -> bytes:
+    if ids.dtype.kind in "iuU":
+        return ids.dtype.str.encode() + ids.tobytes()
+    return "\x00".join(map(str, ids.tolist())).encode()
+
+
+def dataset_fingerprint(X: ArrayLike, y: ArrayLike, record_ids: ArrayLike) -> str:
+    """SHA-256 (hex) over the shapes, dtypes and bytes of ``X``, ``y`` and ``record_ids``."""
+    h = hashlib.sha256()
+    for arr in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    h.update(_ids_bytes(np.asarray(record_ids)))
+    return h.hexdigest()
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of :data:`VERSIONED_PACKAGES` (``"absent"`` when not installed)."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform (e.g. Windows)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> dict[str, Any]:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync folder).
+
+    Returns
+    -------
+    dict
+        ``{"file": name, "sha256": hex, "bytes": size}`` for the manifest.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return {"sha256": _sha256_bytes(data), "bytes": len(data)}
+
+
+def _npy_bytes(arr: NDArray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _weights_bytes(weights: Any, fmt: str) -> bytes:
+    if fmt == "safetensors":
+        from safetensors.numpy import save
+
+        return save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+    if fmt == "skops":
+        import skops.io as sio
+
+        return sio.dumps(weights)
+    raise ValidationError(f"weights format: expected 'safetensors' or 'skops', got {fmt!r}")
+
+
+# ----------------------------------------------------------------------------- store
+class RunStore:
+    """A folder holding one sub-folder per configuration (see module docstring).
+
+    Parameters
+    ----------
+    root : str or Path
+        Created if missing.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def run_dir(self, config_hash: str, recipe: str = "run") -> Path:
+        """Folder of the run with this config hash (``<recipe>-<first 16 hex digits>``)."""
+        return self.root / f"{recipe}-{config_hash[:HASH_PREFIX]}"
+
+    def open(
+        self,
+        description: dict[str, Any],
+        record_ids: ArrayLike,
+        *,
+        recipe: str = "run",
+    ) -> Run:
+        """Open (or create) the run of ``description`` (the input of :func:`config_hash`)."""
+        digest = config_hash(description)
+        return Run(self.run_dir(digest, recipe), digest, description, np.asarray(record_ids))
+
+    def runs(self) -> list[Path]:
+        """Run folders under the root (those with a manifest)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent for p in self.root.glob(f"*/{MANIFEST}"))
+
+
+class Run:
+    """One run folder: its manifest, keep matrix, models and observations.
+
+    Normally obtained from :meth:`RunStore.open`. Opening checks that an existing manifest
+    belongs to the same config hash and record ids, and removes temporary files left by a crash.
+    """
+
+    def __init__(
+        self, folder: Path, digest: str, description: dict[str, Any], record_ids: NDArray
+    ) -> None:
+        self.folder = Path(folder)
+        self.config_hash = digest
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._remove_temporary_files()
+        path = self.folder / MANIFEST
+        if path.exists():
+            try:
+                self.manifest = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CorruptFileError(
+                    f"{path}: the manifest is not valid JSON ({exc}); delete the folder "
+                    "to start this run afresh"
+                ) from None
+            if self.manifest.get("config_hash") != digest:
+                raise MiauditError(
+                    f"{path}: belongs to config hash {self.manifest.get('config_hash')!r}, "
+                    f"not {digest!r} (two configs share the first {HASH_PREFIX} hex digits?)"
+                )
+            stored_ids = self._load_array(self.manifest["record_ids"], IDS_FILE)
+            if not np.array_equal(stored_ids, _storable_ids(record_ids)):
+                raise MiauditError(
+                    f"{self.folder}: the stored record ids differ from the dataset's although "
+                    "the dataset fingerprint matches; delete the folder to start afresh"
+                )
+        else:
+            self.manifest = {
+                "format": "miaudit-run",
+                "format_version": FORMAT_VERSION,
+                "config_hash": digest,
+                "description": description,
+                "versions": package_versions(),
+                "created": _now(),
+                "keep": None,
+                "models": {},
+            }
+            entry = atomic_write(self.folder / IDS_FILE, _npy_bytes(_storable_ids(record_ids)))
+            self.manifest["record_ids"] = {"file": IDS_FILE, **entry}
+            self._write_manifest()
+        self.record_ids = record_ids
+
+    # --------------------------------------------------------------- manifest and files
+    def _remove_temporary_files(self) -> None:
+        for tmp in self.folder.rglob(f"*{_TMP_MARK}*"):
+            _LOG.info("removing %s left by an interrupted write", tmp)
+            tmp.unlink(missing_ok=True)
+
+    def _write_manifest(self) -> None:
+        self.manifest["updated"] = _now()
+        text = json.dumps(self.manifest, indent=1, sort_keys=True)
+        atomic_write(self.folder / MANIFEST, text.encode())
+
+    def _verify(self, entry: dict[str, Any]) -> Path:
+        """Path of a manifest file entry after checking its size and SHA-256."""
+        path = self.folder / entry["file"]
+        if not path.is_file():
+            raise CorruptFileError(f"{path}: missing")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CorruptFileError(
+                f"{path}: {size} bytes, expected {entry['bytes']} (truncated or overwritten)"
+            )
+        digest = _sha256_file(path)
+        if digest != entry["sha256"]:
+            raise CorruptFileError(f"{path}: SHA-256 {digest[:12]}… does not match the manifest")
+        return path
+
+    def _load_array(self, entry: dict[str, Any], what: str) -> NDArray:
+        path = self._verify(entry)
+        return np.load(path, allow_pickle=False)
+
+    # --------------------------------------------------------------- keep matrix
+    @property
+    def keep(self) -> NDArray[np.bool_] | None:
+        """The stored keep matrix (all models ever requested), or None."""
+        entry = self.manifest.get("keep")
+        return None if entry is None else self._load_array(entry, KEEP_FILE)
+
+    def set_keep(self, keep: ArrayLike, provenance: dict[str, Any] | None = None) -> None:
+        """Store ``keep`` ``(m, n)``. Rows of finished models must be unchanged (checked via
+        each model's keep-row hash)."""
+        arr = check_keep(keep)
+        if arr.shape[1] != len(self.record_ids):
+            raise ValidationError(
+                f"keep: has {arr.shape[1]} record columns but the run has "
+                f"{len(self.record_ids)} records"
+            )
+        for key, info in self.manifest["models"].items():
+            i = int(key)
+            if i < arr.shape[0] and info["keep_row_sha256"] != _row_hash(arr[i]):
+                raise ValidationError(
+                    f"keep: row {i} differs from the subset model {i} of run "
+                    f"{self.folder.name} was trained on; keep the stored rows (extend the "
+                    "matrix instead of redrawing it) or use another store root"
+                )
+        entry = atomic_write(self.folder / KEEP_FILE, _npy_bytes(arr))
+        self.manifest["keep"] = {"file": KEEP_FILE, **entry, "shape": list(arr.shape)}
+        if provenance is not None:
+            self.manifest["keep"]["provenance"] = provenance
+        self._write_manifest()
+
+    # --------------------------------------------------------------- models
+    def completed_models(self, verify: bool = True) -> list[int]:
+        """Ids of the finished models whose files are intact (sorted).
+
+        With ``verify``, every file is checked (size and SHA-256); a bad one is logged, the
+        model's entry and files are dropped from the run, and the model is not listed.
+        """
+        bad = []
+        for key, info in self.manifest["models"].items():
+            if not verify:
+                continue
+            try:
+                for name in ("observations", "weights"):
+                    if info.get(name) is not None:
+                        self._verify(info[name])
+            except CorruptFileError as exc:
+                _LOG.warning("model %s will be trained again: %s", key, exc)
+                bad.append(key)
+        for key in bad:
+            self._drop(key)
+        if bad:
+            self._write_manifest()
+        return sorted(int(k) for k in self.manifest["models"])
+
+    def _drop(self, key: str) -> None:
+        info = self.manifest["models"].pop(key)
+        for name in ("observations", "weights"):
+            if info.get(name) is not None:
+                (self.folder / info[name]["file"]).unlink(missing_ok=True)
+
+    def model_info(self, model_id: int) -> dict[str, Any]:
+        """Manifest entry of a finished model (accuracies, timings, files)."""
+        try:
+            return self.manifest["models"][str(int(model_id))]
+        except KeyError:
+            raise ValidationError(
+                f"model {model_id} is not finished in run {self.folder.name}; finished: "
+                f"{sorted(int(k) for k in self.manifest['models'])}"
+            ) from None
+
+    def write_model(self, result: ModelResult, keep_row: NDArray[np.bool_]) -> None:
+        """Write one model's weights and observations atomically, then record them."""
+        obs = np.ascontiguousarray(result.observations, dtype=np.float32)
+        if obs.ndim != 3 or obs.shape[0] != len(self.record_ids):
+            raise ValidationError(
+                f"model {result.model_id}: observations must have shape (n_records, q, C) with "
+                f"n_records = {len(self.record_ids)}, got {obs.shape}"
+            )
+        stem = f"model_{result.model_id:05d}"
+        obs_name = f"{OBS_DIR}/{stem}.npy"
+        entry: dict[str, Any] = {
+            "observations": {
+                "file": obs_name,
+                **atomic_write(self.folder / obs_name, _npy_bytes(obs)),
+                "shape": list(obs.shape),
+            },
+            "weights": None,
+        }
+        if result.weights is not None and result.weights_format is not None:
+            name = f"{MODEL_DIR}/{stem}.{result.weights_format}"
+            data = _weights_bytes(result.weights, result.weights_format)
+            entry["weights"] = {
+                "file": name,
+                "format": result.weights_format,
+                **atomic_write(self.folder / name, data),
+            }
+        entry.update(
+            keep_row_sha256=_row_hash(keep_row),
+            n_train=int(result.n_train),
+            train_acc=_json_float(result.train_acc),
+            test_acc=_json_float(result.test_acc),
+            final_loss=_json_float(result.final_loss),
+            train_seconds=float(result.train_seconds),
+            query_seconds=float(result.query_seconds),
+            finished=_now(),
+        )
+        self.manifest["models"][str(result.model_id)] = entry
+        self._write_manifest()
+
+    def observation_paths(self, model_ids: Iterable[int]) -> list[Path]:
+        """Paths of the observation files of ``model_ids`` (not verified)."""
+        return [self.folder / self.model_info(i)["observations"]["file"] for i in model_ids]
+
+    def load_observations(
+        self, model_ids: Sequence[int] | None = None, *, verify: bool = True
+    ) -> NDArray[np.float32]:
+        """Observations of ``model_ids`` (default: every finished model), shape ``(m, n, q, C)``.
+
+        Each file is memory-mapped and copied into one float32 array; with ``verify`` its
+        SHA-256 is checked first (:class:`CorruptFileError` if it does not match).
+        """
+        ids = self.completed_models(verify=False) if model_ids is None else list(model_ids)
+        if not ids:
+            raise ValidationError(f"run {self.folder.name}: no models to load")
+        entries = [self.model_info(i)["observations"] for i in ids]
+        shape = tuple(entries[0]["shape"])
+        out = np.empty((len(ids), *shape), dtype=np.float32)
+        for j, entry in enumerate(entries):
+            path = self._verify(entry) if verify else self.folder / entry["file"]
+            out[j] = np.load(path, mmap_mode="r", allow_pickle=False)
+        return out
+
+    def load_weights(self, model_id: int, trusted: Sequence[str] = ()) -> Any:
+        """A finished model's weights: ``{name: ndarray}`` (safetensors) or the scikit-learn
+        estimator (skops, only trusted types — see :func:`miaudit.targets.load_skops`)."""
+        entry = self.model_info(model_id)["weights"]
+        if entry is None:
+            raise ValidationError(f"model {model_id}: its weights were not saved")
+        path = self._verify(entry)
+        if entry["format"] == "safetensors":
+            from safetensors.numpy import load_file
+
+            return load_file(path)
+        from miaudit.targets import load_skops
+
+        return load_skops(path, trusted=trusted)
+
+
+def _row_hash(row: NDArray[np.bool_]) -> str:
+    return _sha256_bytes(
+        np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(row.size).encode()
+    )
+
+
+def _json_float(value: float | None) -> float | None:
+    """NaN/None → None (JSON has no NaN)."""
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def _storable_ids(ids: NDArray) -> NDArray:
+    """Record ids as a pickle-free array (object arrays of strings become unicode)."""
+    if ids.dtype == object:
+        return np.asarray([str(v) for v in ids.tolist()])
+    return ids
