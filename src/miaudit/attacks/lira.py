@@ -45,19 +45,22 @@ from scipy.special import log_ndtr
 
 from miaudit.attacks import register
 from miaudit.attacks._common import (
-    CENTERS,
+    Side,
+    SideStats,
     as_queries,
     check_reference_signals,
-    masked_mean,
-    masked_std,
+    masked_median,
+    references_by_record,
     require_references,
     side_mask,
+    side_stats,
 )
 from miaudit.attacks.base import Attack, AttackData, AttackInfo, _check_keep
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.registry import Registry
 
 __all__ = [
+    "CENTERS",
     "GLOBAL_VARIANCE_BELOW",
     "MIN_SAMPLES_PER_RECORD_STD",
     "OFFLINE_TESTS",
@@ -110,21 +113,46 @@ class GaussianFit:
     count: NDArray[np.int64]
 
 
-def _pooled_std(
-    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64] | float
-) -> float:
-    """Std (ddof 0) of ``x - center`` pooled over the masked entries and all queries."""
-    weight = mask.astype(np.float64)
-    total = float(weight.sum()) * x.shape[-1]
-    resid = x - center
-    mean_r = float(np.einsum("mn,mnq->", weight, resid)) / total
-    resid -= mean_r
-    return float(np.sqrt(np.einsum("mn,mnq->", weight, resid * resid) / total))
+class _References:
+    """Validated reference signals and keep matrix; per-side statistics computed once."""
+
+    def __init__(self, x: NDArray[np.float64], keep: NDArray[np.bool_]) -> None:
+        self.x = x
+        self.keep = keep
+        self._stats: tuple[SideStats, SideStats] | None = None
+        self._by_record: NDArray[np.float64] | None = None
+
+    @property
+    def n_models(self) -> int:
+        return int(self.x.shape[0])
+
+    def stats(self, side: Side) -> SideStats:
+        if self._stats is None:
+            self._stats = side_stats(self.x, self.keep)
+        return self._stats[0 if side == "in" else 1]
+
+    def by_record(self) -> NDArray[np.float64]:
+        if self._by_record is None:
+            self._by_record = references_by_record(self.x)
+        return self._by_record
 
 
-def _global_std(
-    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
-) -> float:
+def _mean_center(refs: _References, side: Side) -> NDArray[np.float64]:
+    return refs.stats(side).mean
+
+
+def _median_center(refs: _References, side: Side) -> NDArray[np.float64]:
+    return masked_median(refs.x, side_mask(refs.keep, side), refs.by_record())[0]
+
+
+#: Location estimators of a side's reference signals, by name: each maps the references and a
+#: side to the centre of shape (n, q), NaN where a record has no reference on that side.
+CENTERS: Registry[Callable[[_References, Side], NDArray[np.float64]]] = Registry("center")
+CENTERS.register("mean")(_mean_center)
+CENTERS.register("median")(_median_center)
+
+
+def _global_std(stats: SideStats, center: NDArray[np.float64]) -> float:
     """One std for a whole side (see the module docstring).
 
     The std (ddof 0) of the residuals ``x - center`` pooled over all records, queries and
@@ -133,34 +161,40 @@ def _global_std(
     median, so its residual is 0 and carries no information about the spread). When no record
     has that many (e.g. two reference models trained on complementary halves), the std of the
     side's raw signals pooled over records is used instead: the LiRA reference code's fixed
-    variance.
+    variance. Computed from :class:`SideStats`: :math:`\\sum_i (x_i - c)^2 = \\sum_i (x_i -
+    \bar x)^2 + k (\bar x - c)^2`.
     """
-    informative = mask & (mask.sum(axis=0) >= MIN_SAMPLES_PER_RECORD_STD)[None]
-    if informative.any():
-        return _pooled_std(x, informative, np.nan_to_num(center)[None])
-    return _pooled_std(x, mask, 0.0)
+    sel = stats.count >= MIN_SAMPLES_PER_RECORD_STD
+    if not sel.any():
+        sel = stats.count > 0
+    k = stats.count[sel, None].astype(np.float64)
+    mean = stats.mean[sel]
+    total = float(k.sum()) * mean.shape[1]
+    if not (stats.count >= MIN_SAMPLES_PER_RECORD_STD).any():
+        c: NDArray[np.float64] | float = float((k * mean).sum()) / total  # grand mean
+    else:
+        c = center[sel]
+    e = mean - c
+    first = float((k * e).sum()) / total
+    second = float((stats.sq_dev[sel] + k * e * e).sum()) / total
+    return float(np.sqrt(max(second - first * first, 0.0)))
 
 
-def _per_record_std(
-    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
-) -> NDArray[np.float64]:
+def _per_record_std(stats: SideStats, center: NDArray[np.float64]) -> NDArray[np.float64]:
     """Std (ddof 0, around the mean) per record and query; records with fewer than
     :data:`MIN_SAMPLES_PER_RECORD_STD` signals get the global std of this side."""
-    mean, count = masked_mean(x, mask)
-    std = masked_std(x, mask, mean)
-    few = (count > 0) & (count < MIN_SAMPLES_PER_RECORD_STD)
+    std = stats.std()
+    few = (stats.count > 0) & (stats.count < MIN_SAMPLES_PER_RECORD_STD)
     if few.any():
-        std[few] = _global_std(x, mask, center)
+        std[few] = _global_std(stats, center)
     return std
 
 
-def _global_std_array(
-    x: NDArray[np.float64], mask: NDArray[np.bool_], center: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    return np.full(center.shape, _global_std(x, mask, center))
+def _global_std_array(stats: SideStats, center: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.full(center.shape, _global_std(stats, center))
 
 
-StdFn = Callable[[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]], NDArray]
+StdFn = Callable[[SideStats, NDArray[np.float64]], NDArray[np.float64]]
 
 #: How the std of a side is estimated, by name (``"auto"`` is resolved by
 #: :func:`resolve_variance`).
@@ -218,14 +252,17 @@ def fit_gaussians(
     sel = _check_keep(mask, ref.shape[0], ref.shape[1])
     if missing not in ("error", "column_mean"):
         raise ValidationError(f"missing: expected 'error' or 'column_mean', got {missing!r}")
-    return _fit(ref, sel, center, resolve_variance(variance, ref.shape[0]), missing)
+    refs = _References(ref, sel)
+    return _fit(refs, "in", center, resolve_variance(variance, ref.shape[0]), missing)
 
 
 def _fit(
-    ref: NDArray[np.float64], sel: NDArray[np.bool_], center: str, variance: str, missing: Missing
+    refs: _References, side: Side, center: str, variance: str, missing: Missing
 ) -> GaussianFit:
-    """:func:`fit_gaussians` on validated inputs (``variance`` already resolved)."""
-    mu, count = CENTERS.get(center)(ref, sel)
+    """Fit the Gaussians of one side on validated inputs (``variance`` already resolved)."""
+    center_fn, std_fn = CENTERS.get(center), VARIANCES.get(variance)
+    stats = refs.stats(side)
+    count = stats.count
     if not count.any():
         raise MissingRequirementError("mask: selects no reference signal for any record")
     empty = count == 0
@@ -233,7 +270,8 @@ def _fit(
         raise MissingRequirementError(
             f"mask: {int(empty.sum())} of {count.size} records have no reference signal to fit"
         )
-    sigma = np.array(VARIANCES.get(variance)(ref, sel, mu), dtype=np.float64)
+    mu = center_fn(refs, side)
+    sigma = np.array(std_fn(stats, mu), dtype=np.float64)
     if empty.any():
         _fill_column_mean(mu)
         _fill_column_mean(sigma)
@@ -313,11 +351,13 @@ def lira_scores(
     test = None if online else OFFLINE_TESTS.get(offline_test)
     mode = "online LiRA" if online else "offline LiRA"
     require_references(kp, "out", mode)
-    out = _fit(ref, side_mask(kp, "out"), center, variance, "error")
+    if online:
+        require_references(kp, "in", mode)
+    refs = _References(ref, kp)
+    out = _fit(refs, "out", center, variance, "error")
     if test is not None:
         return test(tgt, out).mean(axis=1)
-    require_references(kp, "in", mode)
-    fin = _fit(ref, side_mask(kp, "in"), center, variance, "error")
+    fin = _fit(refs, "in", center, variance, "error")
     llr = gaussian_logpdf(tgt, fin.mean, fin.std) - gaussian_logpdf(tgt, out.mean, out.std)
     return llr.mean(axis=1)
 
