@@ -14,7 +14,14 @@ from torch import nn
 from miaudit.data import keep_matrix
 from miaudit.train import make_recipe
 from miaudit.train.architectures import StackedCNN, StackedMLP, cross_entropy_grad
-from miaudit.train.ensemble import LR_SCHEDULES, model_generators, train_ensemble
+from miaudit.train.ensemble import (
+    LR_SCHEDULES,
+    NOISE_STREAM,
+    ORDER_STREAM,
+    learning_rates,
+    model_generators,
+    train_ensemble,
+)
 from miaudit.train.queries import QUERIES, apply_queries, shift
 
 
@@ -82,58 +89,73 @@ def test_vectorised_accuracy_matches_one_by_one(digits):
     assert results[0].n_train == int(keep[0].sum())
 
 
-def test_single_model_trajectory_equals_torch_sgd(digits):
-    """K = 1: same init, same minibatches → same weights as nn.Sequential + torch.optim.SGD."""
+@pytest.mark.parametrize(
+    ("optimizer", "schedule"), [("sgd-momentum", "cosine"), ("adam", "step"), ("adam", "constant")]
+)
+def test_single_model_trajectory_equals_torch(digits, optimizer, schedule):
+    """K = 1: same init, same minibatches → same weights as nn.Sequential + torch.optim."""
     X, y = digits
     keep = keep_matrix(2, len(X), seed=0)[:1]
-    cfg = dict(
+    lr = 0.1 if optimizer == "sgd-momentum" else 0.01
+    recipe = make_recipe(
+        "torch-mlp",
         hidden_sizes=(32,),
         epochs=3,
         batch_size=50,
-        lr=0.1,
+        lr=lr,
         momentum=0.9,
         weight_decay=1e-3,
         label_smoothing=0.1,
-        lr_schedule="cosine",
+        optimizer=optimizer,
+        lr_schedule=schedule,
+        lr_step_epochs=1,
+        lr_step_gamma=0.5,
     )
-    recipe = make_recipe("torch-mlp", **cfg)
-    net, gens = recipe.build((64,), 10, [7])
+    net = recipe.build((64,), 10, [7])
     ref = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
     with torch.no_grad():
         ref[0].weight.copy_(net.params[0][0].T)
         ref[0].bias.copy_(net.params[1][0])
         ref[2].weight.copy_(net.params[2][0].T)
         ref[2].bias.copy_(net.params[3][0])
-    g_ref = torch.Generator()
-    g_ref.set_state(gens[0].get_state())
-    train_ensemble(net, torch.from_numpy(X), torch.from_numpy(y), keep, recipe.config, gens)
+    xs, ys = torch.from_numpy(X), torch.from_numpy(y)
+    order, noise = (model_generators(0, [7], s) for s in (ORDER_STREAM, NOISE_STREAM))
+    train_ensemble(net, xs, ys, keep, recipe.config, order, noise)
 
+    g_ref = model_generators(0, [7], ORDER_STREAM)[0]
     subset = torch.from_numpy(np.flatnonzero(keep[0]))
     steps = math.ceil(len(subset) / 50)
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(ref.parameters(), lr=lr, weight_decay=1e-3)
+    else:
+        opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
     stream = subset[:0]
-    xs, ys = torch.from_numpy(X), torch.from_numpy(y)
     for epoch in range(3):
         while len(stream) < steps * 50:  # the documented stream: concatenated permutations
             stream = torch.cat([stream, subset[torch.randperm(len(subset), generator=g_ref)]])
-        order, stream = stream[: steps * 50], stream[steps * 50 :]
+        batches, stream = stream[: steps * 50], stream[steps * 50 :]
         for s in range(steps):
             t = epoch * steps + s
+            factor = {
+                "cosine": 0.5 * (1 + math.cos(math.pi * t / (3 * steps))),
+                "step": 0.5**epoch,
+                "constant": 1.0,
+            }[schedule]
             for group in opt.param_groups:
-                group["lr"] = 0.1 * 0.5 * (1 + math.cos(math.pi * t / (3 * steps)))
-            idx = order[s * 50 : (s + 1) * 50]
+                group["lr"] = lr * factor
+            idx = batches[s * 50 : (s + 1) * 50]
             loss = F.cross_entropy(ref(xs[idx]), ys[idx], label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             opt.step()
     np.testing.assert_allclose(
-        net.params[0][0].numpy(), ref[0].weight.detach().T.numpy(), atol=2e-5
+        net.params[0][0].numpy(), ref[0].weight.detach().T.numpy(), atol=5e-5
     )
-    np.testing.assert_allclose(net.params[3][0].numpy(), ref[2].bias.detach().numpy(), atol=2e-5)
+    np.testing.assert_allclose(net.params[3][0].numpy(), ref[2].bias.detach().numpy(), atol=5e-5)
 
 
 def test_manual_backward_matches_autograd():
-    gens = model_generators(0, range(3))
+    gens = model_generators(0, range(3), 0)
     net = StackedMLP(5, (7, 6), 4, "tanh", gens)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 8, 5, generator=g)
@@ -164,21 +186,39 @@ def test_cross_entropy_grad_formula():
 
 
 def test_models_do_not_depend_on_their_chunk(digits):
-    """Model 5 trained with 2 others equals model 5 trained alone (own RNG, no cross-talk)."""
+    """Model 5 trained with 2 others equals model 5 trained alone (own RNG, own number of
+    steps, no cross-talk), also when the subsets have very different sizes."""
     X, y = digits
-    keep = keep_matrix(3, len(X), seed=2)
-    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64, dropout=0.2)
+    keep = np.zeros((3, len(X)), dtype=bool)
+    keep[0, :900] = True
+    keep[1, 300:500] = True  # 200 records: 4 steps per epoch, the others 15 and 9
+    keep[2, 1000:1500] = True
+    recipe = make_recipe(
+        "torch-mlp", hidden_sizes=(16,), epochs=3, batch_size=64, dropout=0.2, lr_schedule="cosine"
+    )
     together = recipe.train_chunk(X, y, 10, keep, [4, 5, 6], ("identity",))
-    alone = recipe.train_chunk(X, y, 10, keep[1:2], [5], ("identity",))
-    for name in together[1].weights:
-        np.testing.assert_allclose(together[1].weights[name], alone[0].weights[name], atol=1e-5)
+    for j, model_id in enumerate([4, 5, 6]):
+        alone = recipe.train_chunk(X, y, 10, keep[j : j + 1], [model_id], ("identity",))[0]
+        for name, value in together[j].weights.items():
+            np.testing.assert_allclose(value, alone.weights[name], atol=1e-5)
+        assert together[j].final_loss == pytest.approx(alone.final_loss, rel=1e-4)
     again = recipe.train_chunk(X, y, 10, keep, [4, 5, 6], ("identity",))
     for a, b in zip(together, again, strict=True):
         assert all(np.array_equal(a.weights[n], b.weights[n]) for n in a.weights)
 
 
+def test_learning_rate_table():
+    cfg = make_recipe(
+        "torch-mlp", lr=0.2, epochs=2, lr_schedule="step", lr_step_epochs=1, lr_step_gamma=0.5
+    ).config
+    rates = learning_rates(cfg, [3, 1]).numpy()
+    assert rates.shape == (6, 2)
+    np.testing.assert_allclose(rates[:, 0], [0.2, 0.2, 0.2, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(rates[:, 1], [0.2, 0.1, 0, 0, 0, 0])  # 2 steps, then frozen
+
+
 def test_cnn_grouped_convolution_equals_separate_models():
-    gens = model_generators(0, range(3))
+    gens = model_generators(0, range(3), 0)
     net = StackedCNN((1, 8, 8), (4, 6), (5,), 3, "relu", gens)
     x = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     out = net.predict(x)
@@ -211,6 +251,7 @@ def test_cnn_recipe_learns_digits(digits):
 def test_lr_schedules():
     cfg = make_recipe("torch-mlp", lr_schedule="step", lr_step_epochs=3, lr_step_gamma=0.5).config
     assert LR_SCHEDULES.get("cosine")(cfg, 0, 50, 100) == pytest.approx(0.5)
+    assert LR_SCHEDULES.get("cosine")(cfg, 0, 100, 100) == pytest.approx(0.0)
     assert LR_SCHEDULES.get("cosine")(cfg, 0, 0, 100) == 1.0
     assert LR_SCHEDULES.get("step")(cfg, 7, 0, 100) == 0.25
     assert LR_SCHEDULES.get("constant")(cfg, 7, 3, 100) == 1.0

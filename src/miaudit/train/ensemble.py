@@ -7,33 +7,40 @@ One training step of a chunk of ``K`` models:
    (``torch.index_select``), with per-model augmentation (flip, pad-and-crop) for images;
 3. one forward and one backward pass for all ``K`` models (batched matrix products, see
    :mod:`miaudit.train.architectures`);
-4. one optimiser step on the stacked parameters (``torch.optim.SGD`` / ``Adam`` with
-   ``foreach=True``): element-wise, hence exactly ``K`` independent optimisers.
+4. one optimiser step on the stacked parameters (:class:`StackedSGD`, :class:`StackedAdam`):
+   PyTorch's ``SGD``/``Adam`` update rules applied element-wise to the stacked tensors, with a
+   learning rate per model — exactly ``K`` independent optimisers.
 
 **Subsets of different sizes.** The keep matrix gives model ``k`` its own subset of ``n_k``
-records (with the balanced LiRA construction ``n_k`` varies around ``pkeep·n``). Each model
+records (with the balanced LiRA construction ``n_k`` varies around ``pkeep·n``). Model ``k``
 reads an endless stream made of independent random permutations of its subset, ``B`` records per
-step; every model takes ``S = ⌈max_k n_k / B⌉`` steps per epoch, so all ``K`` batches have the
-same size ``B``. A model with ``n_k < S·B`` thus sees ``S·B - n_k`` records of its *next*
-permutation in an epoch (fewer than ``B`` plus the size difference — a fraction of an epoch);
-no model ever sees a record outside its subset. With a single model this is the usual
-"shuffle every epoch, last partial batch filled from the next epoch" loop.
+step, and an epoch of model ``k`` is ``S_k = ⌈n_k / B⌉`` steps (its last batch of an epoch is
+filled from its next permutation, so every batch has exactly ``B`` records and no model ever sees
+a record outside its subset). Model ``k`` trains for ``T_k = epochs · S_k`` steps with its own
+learning-rate schedule over ``T_k``. The chunk runs ``max_k T_k`` steps in lock-step; a model
+that has finished keeps computing (its batch is part of the batched products) but its learning
+rate is 0, so its weights no longer change. With balanced keep matrices the ``T_k`` differ by a
+few steps per epoch at most, so little work is wasted, and a model is trained exactly as it would
+be alone.
 
 **Chunk size.** :meth:`TorchRecipe.bytes_per_model` estimates the memory of one model
 (parameters, gradients, optimiser state, activations of a batch, its observations); the engine
 puts as many models in a chunk as the memory budget allows.
 
-**Determinism.** Each model has its own ``torch.Generator`` seeded with
-:func:`miaudit.train.recipes.model_seed` ``(seed, model_id)``, used in a fixed order (initial
-weights, then per epoch its permutations, per step its dropout masks and augmentations). The
-same config and seed give the same weights; floating-point reductions inside batched kernels may
-differ in the last bits when the same model is trained in a chunk of a different size.
+**Determinism.** Every model has three ``torch.Generator`` streams seeded with
+:func:`miaudit.train.recipes.model_seed` ``(seed, model_id, stream)``: its initial weights
+(:data:`INIT_STREAM`), its minibatch order (:data:`ORDER_STREAM`) and its dropout masks and
+augmentations (:data:`NOISE_STREAM`). Nothing a model draws depends on the other models in its
+chunk, so the same config and seed give the same model whether it is trained alone, in a chunk,
+on resume or on extension; only floating-point reductions inside batched kernels may differ in
+the last bits between chunk sizes.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -64,61 +71,158 @@ FLOAT_BYTES = 4
 OPTIMIZER_STATE = {"sgd-momentum": 1, "adam": 2}
 #: Per-layer activation tensors kept for the backward pass (output, mask, gradient, scratch).
 ACTIVATION_COPIES = 4
+#: Adam's ``ε`` (PyTorch's default).
+ADAM_EPS = 1e-8
+#: Random streams of a model (see the module docstring).
+INIT_STREAM, ORDER_STREAM, NOISE_STREAM = 0, 1, 2
 
 __all__ = [
+    "INIT_STREAM",
     "LR_SCHEDULES",
+    "NOISE_STREAM",
     "OPTIMIZERS",
+    "ORDER_STREAM",
+    "StackedAdam",
+    "StackedOptimizer",
+    "StackedSGD",
     "TorchCNNRecipe",
     "TorchMLPRecipe",
     "TorchRecipe",
+    "learning_rates",
     "model_generators",
     "query_ensemble",
     "train_ensemble",
 ]
 
+
 # ----------------------------------------------------------------------------- optimisers
-OPTIMIZERS: Registry[Callable[[list[torch.Tensor], TorchTrainConfig], torch.optim.Optimizer]] = (
-    Registry("optimizer")
-)
+def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` values shaped ``(K, 1, ..., 1)`` to broadcast against ``like``."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+class StackedOptimizer(ABC):
+    """An element-wise optimiser on stacked parameters with one learning rate per model.
+
+    :meth:`step` reads ``p.grad`` of every parameter and updates ``p`` in place.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], cfg: TorchTrainConfig) -> None:
+        self.params = list(params)
+        self.cfg = cfg
+
+    @abstractmethod
+    def step(self, lr: torch.Tensor) -> None:
+        """One update with learning rates ``lr`` of shape ``(K,)`` (0 freezes a model)."""
+
+
+OPTIMIZERS: Registry[type[StackedOptimizer]] = Registry("optimizer")
 
 
 @OPTIMIZERS.register("sgd-momentum")
-def _sgd(params: list[torch.Tensor], cfg: TorchTrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
-    )
+class StackedSGD(StackedOptimizer):
+    """PyTorch's ``SGD`` (no dampening, no Nesterov): ``g ← ∇ + λθ``; ``v ← g`` on the first
+    step, else ``v ← μv + g``; ``θ ← θ - η_k v``."""
+
+    def __init__(self, params: Sequence[torch.Tensor], cfg: TorchTrainConfig) -> None:
+        super().__init__(params, cfg)
+        self.buffers: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        cfg = self.cfg
+        first = self.buffers is None
+        if first:
+            self.buffers = []
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if cfg.weight_decay:
+                g = g.add(p, alpha=cfg.weight_decay)
+            if cfg.momentum:
+                if first:
+                    self.buffers.append(g.clone())
+                else:
+                    self.buffers[i].mul_(cfg.momentum).add_(g)
+                g = self.buffers[i]
+            p.addcmul_(g, _per_model(-lr, p))
 
 
 @OPTIMIZERS.register("adam")
-def _adam(params: list[torch.Tensor], cfg: TorchTrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(
-        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=True
-    )
+class StackedAdam(StackedOptimizer):
+    """PyTorch's ``Adam`` (L2 weight decay, no AMSGrad): ``g ← ∇ + λθ``;
+    ``m ← β₁m + (1-β₁)g``; ``v ← β₂v + (1-β₂)g²``;
+    ``θ ← θ - η_k/(1-β₁ᵗ) · m / (√v / √(1-β₂ᵗ) + ε)``."""
+
+    def __init__(self, params: Sequence[torch.Tensor], cfg: TorchTrainConfig) -> None:
+        super().__init__(params, cfg)
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        cfg = self.cfg
+        beta1, beta2 = cfg.betas
+        self.t += 1
+        correction1 = 1.0 - beta1**self.t
+        root_correction2 = math.sqrt(1.0 - beta2**self.t)
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            g = p.grad
+            if cfg.weight_decay:
+                g = g.add(p, alpha=cfg.weight_decay)
+            m.lerp_(g, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            denom = (v.sqrt() / root_correction2).add_(ADAM_EPS)
+            p.addcmul_(m / denom, _per_model(-lr / correction1, p))
 
 
 # ----------------------------------------------------------------------------- schedules
-#: ``schedule(cfg, epoch, step, total_steps) -> learning-rate multiplier``; ``step`` counts from 0
-#: over the whole run.
-LR_SCHEDULES: Registry[Callable[[TorchTrainConfig, int, int, int], float]] = Registry(
+def _constant(cfg: TorchTrainConfig, epoch: NDArray, step: NDArray, total: NDArray) -> NDArray:
+    return np.ones(np.broadcast(epoch, step, total).shape)
+
+
+def _cosine(cfg: TorchTrainConfig, epoch: NDArray, step: NDArray, total: NDArray) -> NDArray:
+    return 0.5 * (1.0 + np.cos(np.pi * step / total))
+
+
+def _step(cfg: TorchTrainConfig, epoch: NDArray, step: NDArray, total: NDArray) -> NDArray:
+    return cfg.lr_step_gamma ** (epoch // cfg.lr_step_epochs)
+
+
+#: ``schedule(cfg, epoch, step, total) -> learning-rate multiplier`` on broadcastable arrays:
+#: ``step`` counts a model's steps from 0, ``total`` is its number of steps, ``epoch`` its epoch.
+LR_SCHEDULES: Registry[Callable[[TorchTrainConfig, NDArray, NDArray, NDArray], NDArray]] = Registry(
     "learning-rate schedule"
 )
-LR_SCHEDULES.register("constant")(lambda cfg, epoch, step, total: 1.0)
-LR_SCHEDULES.register("cosine")(
-    lambda cfg, epoch, step, total: 0.5 * (1.0 + math.cos(math.pi * step / total))
-)
-LR_SCHEDULES.register("step")(
-    lambda cfg, epoch, step, total: cfg.lr_step_gamma ** (epoch // cfg.lr_step_epochs)
-)
+LR_SCHEDULES.register("constant")(_constant)
+LR_SCHEDULES.register("cosine")(_cosine)
+LR_SCHEDULES.register("step")(_step)
+
+
+def learning_rates(cfg: TorchTrainConfig, steps_per_epoch: Sequence[int]) -> torch.Tensor:
+    """Learning rate of every model at every lock-step step, shape ``(max_k T_k, K)``.
+
+    Model ``k`` with ``S_k`` steps per epoch runs ``T_k = epochs · S_k`` steps; at step ``t``
+    its rate is ``lr · schedule(cfg, t // S_k, t, T_k)`` for ``t < T_k`` and 0 afterwards.
+    """
+    per_epoch = np.asarray(steps_per_epoch, dtype=np.int64)[None, :]
+    total = cfg.epochs * per_epoch
+    t = np.arange(int(total.max()))[:, None]
+    rates = cfg.lr * LR_SCHEDULES.get(cfg.lr_schedule)(cfg, t // per_epoch, t, total)
+    return torch.from_numpy(np.where(t < total, rates, 0.0).astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- randomness
-def model_generators(seed: int, model_ids: Sequence[int]) -> list[torch.Generator]:
-    """One ``torch.Generator`` per model, seeded with :func:`model_seed` ``(seed, id)``."""
-    return [torch.Generator().manual_seed(model_seed(seed, int(i))) for i in model_ids]
+def model_generators(seed: int, model_ids: Sequence[int], stream: int) -> list[torch.Generator]:
+    """One ``torch.Generator`` per model for random stream ``stream`` (:func:`model_seed`)."""
+    return [torch.Generator().manual_seed(model_seed(seed, int(i), stream)) for i in model_ids]
 
 
 class _SampleStream:
-    """Endless stream of independent random permutations of one model's subset."""
+    """Endless stream of independent random permutations of one model's subset.
+
+    The stream is a fixed sequence (it does not depend on how much is taken at a time).
+    """
 
     def __init__(self, subset: torch.Tensor, generator: torch.Generator) -> None:
         self.subset = subset
@@ -188,7 +292,8 @@ def train_ensemble(
     y: torch.Tensor,
     keep: NDArray[np.bool_],
     cfg: TorchTrainConfig,
-    generators: Sequence[torch.Generator],
+    order_generators: Sequence[torch.Generator],
+    noise_generators: Sequence[torch.Generator],
 ) -> NDArray[np.float64]:
     """Train the ``K`` models of ``net`` in place, model ``k`` on records ``keep[k]``.
 
@@ -201,13 +306,13 @@ def train_ensemble(
     keep : ndarray of shape (K, n), bool
         Every row must have at least one True.
     cfg : TorchTrainConfig
-    generators : sequence of K torch.Generator
-        Per-model randomness (minibatch order, dropout, augmentation).
+    order_generators, noise_generators : sequences of K torch.Generator
+        Per-model randomness: minibatch order; dropout masks and augmentations.
 
     Returns
     -------
-    ndarray of shape (K, epochs)
-        Mean training loss of each model in each epoch.
+    ndarray of shape (K,)
+        Mean training loss of each model over its last epoch.
     """
     k = net.n_models
     subsets = [torch.from_numpy(np.flatnonzero(row)) for row in keep]
@@ -215,36 +320,36 @@ def train_ensemble(
     if min(sizes) == 0:
         raise ValidationError("keep: every model needs at least one training record")
     batch = cfg.batch_size
-    steps = math.ceil(max(sizes) / batch)
-    total = steps * cfg.epochs
-    streams = [_SampleStream(s, g) for s, g in zip(subsets, generators, strict=True)]
+    per_epoch = [math.ceil(size / batch) for size in sizes]
+    rates = learning_rates(cfg, per_epoch)
+    total = torch.tensor([cfg.epochs * s for s in per_epoch])
+    last_epoch_start = total - torch.tensor(per_epoch)
+    streams = [_SampleStream(s, g) for s, g in zip(subsets, order_generators, strict=True)]
     optimizer = OPTIMIZERS.get(cfg.optimizer)(net.params, cfg)
-    schedule = LR_SCHEDULES.get(cfg.lr_schedule)
     input_shape = tuple(X.shape[1:])
     flat_x = X.reshape(X.shape[0], -1)
     xbuf = torch.empty(k * batch, flat_x.shape[1])
     widths = net.hidden_sizes()
     augment = cfg.augment_flip or cfg.augment_crop
-    losses = np.zeros((k, cfg.epochs))
-    for epoch in range(cfg.epochs):
-        order = torch.stack([s.take(steps * batch) for s in streams])
-        epoch_loss = torch.zeros(k)
-        for step in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * schedule(cfg, epoch, epoch * steps + step, total)
-            idx = order[:, step * batch : (step + 1) * batch].reshape(-1)
-            torch.index_select(flat_x, 0, idx, out=xbuf)
-            xb = xbuf.view(k, batch, *input_shape)
-            if augment:
-                _augment(xb, generators, cfg)
-            masks = _dropout_masks(generators, batch, widths, cfg.dropout)
-            loss = net.loss_and_grad(
-                xb, y[idx].view(k, batch), label_smoothing=cfg.label_smoothing, dropout_masks=masks
-            )
-            optimizer.step()
-            epoch_loss += loss
-        losses[:, epoch] = (epoch_loss / steps).numpy()
-    return losses
+    block = max(per_epoch)
+    last_loss = torch.zeros(k)
+    order = torch.empty(0)
+    for t in range(rates.shape[0]):
+        if t % block == 0:
+            order = torch.stack([s.take(block * batch) for s in streams])
+        j = t % block
+        idx = order[:, j * batch : (j + 1) * batch].reshape(-1)
+        torch.index_select(flat_x, 0, idx, out=xbuf)
+        xb = xbuf.view(k, batch, *input_shape)
+        if augment:
+            _augment(xb, noise_generators, cfg)
+        masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout)
+        loss = net.loss_and_grad(
+            xb, y[idx].view(k, batch), label_smoothing=cfg.label_smoothing, dropout_masks=masks
+        )
+        optimizer.step(rates[t])
+        last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)
+    return (last_loss / torch.tensor(per_epoch)).numpy().astype(np.float64)
 
 
 def query_ensemble(
@@ -289,10 +394,10 @@ class TorchRecipe(Recipe):
 
     def build(
         self, input_shape: tuple[int, ...], n_classes: int, model_ids: Sequence[int]
-    ) -> tuple[StackedNet, list[torch.Generator]]:
-        """Freshly initialised stacked models ``model_ids`` and their generators."""
-        generators = model_generators(self.config.seed, model_ids)
-        return self._build(input_shape, n_classes, generators), generators
+    ) -> StackedNet:
+        """Freshly initialised stacked models ``model_ids`` (their :data:`INIT_STREAM`)."""
+        generators = model_generators(self.config.seed, model_ids, INIT_STREAM)
+        return self._build(input_shape, n_classes, generators)
 
     def _build(
         self, input_shape: tuple[int, ...], n_classes: int, generators: list[torch.Generator]
@@ -300,7 +405,7 @@ class TorchRecipe(Recipe):
         raise NotImplementedError
 
     def _param_count(self, input_shape: tuple[int, ...], n_classes: int) -> int:
-        net = self._build(input_shape, n_classes, model_generators(0, [0]))
+        net = self._build(input_shape, n_classes, model_generators(0, [0], INIT_STREAM))
         return sum(p[0].numel() for p in net.params)
 
     def _activation_floats(self, input_shape: tuple[int, ...], n_classes: int) -> int:
@@ -340,8 +445,17 @@ class TorchRecipe(Recipe):
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
         start = time.perf_counter()
-        net, generators = self.build(input_shape, n_classes, model_ids)
-        losses = train_ensemble(net, Xt, yt, keep, self.config, generators)
+        net = self.build(input_shape, n_classes, model_ids)
+        seed = self.config.seed
+        losses = train_ensemble(
+            net,
+            Xt,
+            yt,
+            keep,
+            self.config,
+            model_generators(seed, model_ids, ORDER_STREAM),
+            model_generators(seed, model_ids, NOISE_STREAM),
+        )
         trained = time.perf_counter()
         obs = query_ensemble(net, Xt, queries)
         identity = (
@@ -366,7 +480,7 @@ class TorchRecipe(Recipe):
                     query_seconds=(queried - trained) / k,
                     weights=states[j],
                     weights_format="safetensors",
-                    final_loss=float(losses[j, -1]),
+                    final_loss=float(losses[j]),
                 )
             )
         return results

@@ -19,10 +19,10 @@ config hash. Build one with :func:`make_recipe`::
 
     recipe = make_recipe("torch-mlp", hidden_sizes=(256,), epochs=20)
 
-Seeds: model ``i`` of a run with ``config.seed = s`` uses its own random stream derived from
-``(s, i)`` (:func:`model_seed`), for its initial weights, its minibatch order, dropout masks and
-augmentations. A model's training therefore does not depend on which other models share its
-chunk, and a resumed or extended run trains model ``i`` exactly as a fresh run would.
+Seeds: model ``i`` of a run with ``config.seed = s`` uses its own random streams derived from
+``(s, i)`` (:func:`model_seed`) for its initial weights, its minibatch order, and its dropout
+masks and augmentations. A model's training therefore does not depend on which other models
+share its chunk, and a resumed or extended run trains model ``i`` exactly as a fresh run would.
 """
 
 from __future__ import annotations
@@ -58,10 +58,13 @@ __all__ = [
 ]
 
 
-def model_seed(seed: int, model_id: int) -> int:
-    """Seed of model ``model_id`` in a run seeded ``seed``: 63 bits of
-    ``numpy.random.SeedSequence([seed, model_id])`` (independent streams per model)."""
-    state = np.random.SeedSequence([int(seed), int(model_id)]).generate_state(2, dtype=np.uint32)
+def model_seed(seed: int, model_id: int, stream: int = 0) -> int:
+    """Seed of random stream ``stream`` of model ``model_id`` in a run seeded ``seed``: 63 bits
+    of ``numpy.random.SeedSequence([seed, model_id, stream])`` (independent for every model and
+    stream; the torch recipes use stream 0 for the initial weights, 1 for the minibatch order
+    and 2 for dropout and augmentation)."""
+    entropy = [int(seed), int(model_id), int(stream)]
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 32 | int(state[1])) >> (64 - _SEED_BITS))
 
 
