@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from miaudit import attacks
+from miaudit.attacks._common import side_mask
 from miaudit.attacks.base import AttackData
 from miaudit.attacks.reference import (
     attack_p_scores,
@@ -161,3 +162,10 @@ def test_attack_p_errors():
         attack_p_scores(np.zeros((4, 1)), np.zeros((0, 1)))
     with pytest.raises(ValidationError, match="population_target: contains 1 NaN"):
         attack_p_scores(np.zeros((4, 1)), np.array([[np.nan], [0.0]]))
+
+
+def test_shared_input_checks():
+    with pytest.raises(ValidationError, match="target: needs at least one query"):
+        calibrated_scores(np.zeros((4, 0)), np.zeros((2, 4, 0)), np.zeros((2, 4), bool))
+    with pytest.raises(ValidationError, match="side: expected 'in' or 'out'"):
+        side_mask(np.zeros((2, 4), bool), "both")

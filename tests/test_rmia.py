@@ -301,3 +301,5 @@ def test_registered_bad_parameters():
         attacks.create("rmia_offline", a=-0.1)
     with pytest.raises(UnknownNameError, match="Valid RMIA votes: majority, mean"):
         attacks.create("rmia", vote="max")
+    with pytest.raises(ValidationError, match=r"a: expected a number in \[0, 1\] or 'auto'"):
+        attacks.create("rmia_offline", a="tuned")

@@ -47,6 +47,11 @@ def test_sorted_features_by_hand():
     )
 
 
+def test_sorted_features_need_a_query_axis():
+    with pytest.raises(ValidationError, match=r"outputs: expected shape \(\.\.\., q, C\)"):
+        sorted_probability_features(np.zeros(3))
+
+
 def _sk_scores(train_x, train_y, test_x):
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER))
     clf.fit(train_x, train_y)

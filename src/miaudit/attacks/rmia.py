@@ -373,6 +373,8 @@ class RmiaOfflineAttack(_RmiaBase):
         self, gamma: float = DEFAULT_GAMMA, a: float | str = DEFAULT_A, vote: str = "mean"
     ) -> None:
         super().__init__(gamma=gamma, vote=vote)
+        if isinstance(a, str) and a != "auto":
+            raise ValidationError(f"a: expected a number in [0, 1] or 'auto', got {a!r}")
         self.a = a if a == "auto" else _check_a(a)
 
     def _a(self, data: AttackData) -> float:
