@@ -489,7 +489,7 @@ def _auc_interval(
     alpha: float,
     rng: np.random.Generator,
 ) -> tuple[float, float]:
-    pos, neg = s[m], np.sort(s[~m])
+    pos, neg = np.sort(s[m]), np.sort(s[~m])  # sorted: the gathers below read memory in order
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // (pos.size + neg.size + 1))
     aucs = []
     for start in range(0, n_bootstrap, chunk):
