@@ -113,10 +113,6 @@ def _check_count(value: Any, name: str) -> int:
     return int(v)
 
 
-def _check_fpr(value: float, name: str = "fpr") -> float:
-    return check_probability(value, name)
-
-
 def _check_alpha(alpha: float) -> float:
     return check_probability(alpha, "alpha")
 
@@ -448,7 +444,7 @@ def tpr_at_fpr(
     TprAtFpr
     """
     s, m, _ = _prepare(scores, is_member)
-    return _tpr_at_fpr(_roc_counts(s, m), _check_fpr(fpr), _check_alpha(alpha))
+    return _tpr_at_fpr(_roc_counts(s, m), check_probability(fpr, "fpr"), _check_alpha(alpha))
 
 
 # --------------------------------------------------------------------------- AUC interval
@@ -921,7 +917,9 @@ def summarize(
     MetricsSummary
     """
     s, m, n_nan = _prepare(scores, is_member)
-    targets = [_check_fpr(f, f"fprs[{i}]") for i, f in enumerate(np.atleast_1d(fprs).tolist())]
+    targets = [
+        check_probability(f, f"fprs[{i}]") for i, f in enumerate(np.atleast_1d(fprs).tolist())
+    ]
     alpha, delta = _check_alpha(alpha), _check_delta(delta)
     n_bootstrap = _check_n_bootstrap(n_bootstrap)
     c = _roc_counts(s, m)
