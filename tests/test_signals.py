@@ -158,3 +158,19 @@ def test_compute_signal_dispatches_by_name():
 def test_validation_errors(outputs, labels, kind, match):
     with pytest.raises(ValidationError, match=match):
         S.logit_scaled_confidence(outputs, labels, kind=kind)
+
+
+def test_square_layout_labels_are_ambiguous_and_rejected():
+    import numpy as np
+    import pytest
+
+    from miaudit.exceptions import ValidationError
+    from miaudit.signals import confidence
+
+    logits = np.random.default_rng(0).normal(size=(3, 3, 4))
+    with pytest.raises(ValidationError, match="ambiguous"):
+        confidence(logits, np.array([0, 1, 2]))
+    # (m, n, C) with m != n: labels (n,) follow numpy broadcasting over the models axis.
+    logits = np.random.default_rng(1).normal(size=(2, 3, 4))
+    labels = np.array([0, 1, 2])
+    np.testing.assert_allclose(confidence(logits, labels)[1], confidence(logits[1], labels))

@@ -158,7 +158,10 @@ def check_labels(labels: ArrayLike, n_classes: int, name: str = "labels") -> NDA
 
 def check_probability(value: float, name: str, *, open_interval: bool = True) -> float:
     """Check a scalar is a probability (in (0, 1) by default, or [0, 1])."""
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{name}: expected a number, got {value!r}") from None
     ok = (0.0 < v < 1.0) if open_interval else (0.0 <= v <= 1.0)
     if not ok or not np.isfinite(v):
         interval = "(0, 1)" if open_interval else "[0, 1]"

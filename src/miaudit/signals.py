@@ -82,17 +82,38 @@ def _prepare(
     lab = check_labels(labels, n_classes)
     lead = out.shape[:-1]
     if lab.shape != lead:
-        if lab.ndim == 1 and out.ndim >= 3 and lab.shape[0] == out.shape[-3]:
-            lab = lab[:, None]
-        try:
-            lab = np.broadcast_to(lab, lead)
-        except ValueError:
-            raise ValidationError(
-                f"labels: shape {np.shape(labels)} does not match outputs of shape {out.shape} "
-                f"(expected {lead}, something that broadcasts to it, or (n_records,) for "
-                "outputs laid out (..., n_records, n_queries, C))"
-            ) from None
+        lab = _align_labels(lab, lead, np.shape(labels), out.shape)
     return logp, lab
+
+
+def _align_labels(
+    lab: NDArray[np.int64],
+    lead: tuple[int, ...],
+    given: tuple[int, ...],
+    out_shape: tuple[int, ...],
+) -> NDArray[np.int64]:
+    """Broadcast labels to ``lead``: by numpy's rules, or a 1-d ``(n,)`` along the records axis
+    of outputs laid out ``(..., n, q, C)``. Both readings possible and different → error."""
+    readings = []
+    try:
+        readings.append(np.broadcast_to(lab, lead))
+    except ValueError:
+        pass
+    if lab.ndim == 1 and len(lead) >= 2 and lab.shape[0] == lead[-2]:
+        readings.append(np.broadcast_to(lab[:, None], lead))
+    if not readings:
+        raise ValidationError(
+            f"labels: shape {given} does not match outputs of shape {out_shape} (expected "
+            f"{lead}, something that broadcasts to it, or (n_records,) for outputs laid out "
+            "(..., n_records, n_queries, C))"
+        )
+    if len(readings) == 2 and not np.array_equal(readings[0], readings[1]):
+        raise ValidationError(
+            f"labels: shape {given} is ambiguous for outputs of shape {out_shape}: it matches "
+            "both the last and the second-to-last leading axis; pass labels of the full shape "
+            f"{lead}"
+        )
+    return readings[0]
 
 
 def _take(x: NDArray, labels: NDArray[np.int64]) -> NDArray:
