@@ -141,18 +141,22 @@ class Audit:
     # ------------------------------------------------------------------ stages
     def load_data(self) -> tuple[Dataset, NDArray[np.bool_] | None]:
         """The dataset, and for ``mode: model`` the target's membership of each record."""
-        from miaudit.data import load_dataset, load_file
-
         cfg = self.config
         if self._dataset is not None:
             ds = self._dataset
         elif cfg.data.name is not None:
+            from miaudit.data import load_dataset
+
             ds = load_dataset(cfg.data.name, **cfg.data.params)
         elif cfg.data.path is not None:
+            from miaudit.data import load_file
+
             ds = load_file(cfg.data.path, **cfg.data.params)
         else:
-            raise ConfigError("data: give data.name (a built-in dataset) or data.path (a file), "
-                              "or pass dataset= to Audit from Python")
+            raise ConfigError(
+                "data: give data.name (a built-in dataset) or data.path (a file), "
+                "or pass dataset= to Audit from Python"
+            )
         member = None
         if cfg.mode == "model":
             member = self._membership(ds)
@@ -268,18 +272,22 @@ class Audit:
 
     def _train(self, ds: Dataset, keep: NDArray[np.bool_]) -> _TrainedModels:
         from miaudit.audit.engine import train_and_query
+        from miaudit.train.recipes import make_recipe
 
         cfg = self.config
+        params = {"seed": cfg.seed, **cfg.training.params}
+        try:
+            recipe = make_recipe(cfg.training.recipe, **params)
+        except MiauditError as exc:
+            raise ConfigError(f"training.params: {exc}") from None
         run = train_and_query(
             ds,
             keep,
-            cfg.training.recipe,
-            cfg.training.params,
+            recipe,
             queries=cfg.queries,
             store_root=cfg.output / "store",
             executor=cfg.executor,
-            seed=cfg.seed,
-            quiet=cfg.quiet,
+            quiet=True if cfg.quiet else None,
         )
         return _TrainedModels.from_engine(run)
 
@@ -354,7 +362,17 @@ class _TrainedModels:
 
     @classmethod
     def from_engine(cls, run: Any) -> _TrainedModels:
-        return cls(key=run.config_hash, observations=run.observations(), models=run.models_frame())
+        info = run.model_info
+        models = pd.DataFrame(
+            {
+                "train_accuracy": [info[i].get("train_acc") for i in run.model_ids],
+                "test_accuracy": [info[i].get("test_acc") for i in run.model_ids],
+                "n_train": [info[i].get("n_train") for i in run.model_ids],
+                "train_seconds": [info[i].get("train_seconds") for i in run.model_ids],
+            },
+            index=pd.Index(run.model_ids, name="model"),
+        )
+        return cls(key=run.config_hash, observations=run.observations(), models=models)
 
 
 def _query_views(X: NDArray, queries: list[str]) -> list[NDArray]:
