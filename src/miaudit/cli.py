@@ -323,6 +323,73 @@ def evaluate(
     console.print(f"wrote {metrics_path} and {roc_path}", highlight=False, soft_wrap=True)
 
 
+def _print_result(result: Any, quiet: bool) -> None:
+    """The metrics table, the headline and where the report is."""
+    from miaudit.report.console import metrics_table
+
+    if quiet:
+        return
+    console.print(metrics_table(result.metrics, layout="rows"))
+    console.print(f"[bold]{escape(result.headline)}[/bold]")
+    report = result.output_dir / "report.html" if result.output_dir else None
+    total = sum(result.timings.values())
+    console.print(f"report: {report}  ({total:.1f} s)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@cli_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Audit configuration (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (overrides the config).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Run the audit described by a YAML config: train, attack, report."""
+    from miaudit.audit.pipeline import Audit
+    from miaudit.config import load_config
+
+    cfg = load_config(config)
+    updates: dict[str, Any] = {"quiet": cfg.quiet or quiet}
+    if out is not None:
+        updates["output"] = out
+    result = Audit(cfg.model_copy(update=updates)).run()
+    _print_result(result, quiet)
+
+
+@app.command()
+@cli_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "miaudit-demo"
+    ),
+    references: Annotated[
+        int, typer.Option(help="Reference models (the target is one more).", min=2)
+    ] = 16,
+    epochs: Annotated[int, typer.Option(help="Training epochs of each MLP.", min=1)] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the whole audit.")] = 0,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the demo's YAML config and exit.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Audit an MLP on the bundled digits data (no download, about a minute on 2 cores)."""
+    from miaudit.audit.pipeline import Audit
+    from miaudit.demo import demo_config
+
+    cfg = demo_config(out, n_references=references, epochs=epochs, seed=seed, quiet=quiet)
+    if print_config:
+        console.print(cfg.to_yaml(), highlight=False, markup=False)
+        return
+    if not quiet:
+        console.print(
+            f"Training {references + 1} MLPs on digits and running "
+            f"{', '.join(a.display for a in cfg.attacks)} ...",
+            highlight=False,
+        )
+    _print_result(Audit(cfg).run(), quiet)
+
+
 @app.command()
 @cli_errors
 def attacks() -> None:
