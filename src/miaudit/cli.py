@@ -292,25 +292,24 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Compute the metrics of per-record scores; write metrics.json and roc.png."""
-    from miaudit.metrics import roc_curve, summarize
+    """Compute the metrics of per-record scores; write metrics.json, roc.png, report.html."""
+    from miaudit.audit.result import build_result
     from miaudit.report.console import metrics_table
-    from miaudit.report.plots import plot_roc
 
     fprs = parse_fprs(fpr)
     sf = load_score_file(file, score_col=score_col, member_col=member_col, id_col=id_col)
-    summary = summarize(
-        sf.scores, sf.is_member, fprs, alpha=alpha, delta=delta, n_bootstrap=n_bootstrap, rng=seed
+    ids = sf.record_ids if sf.record_ids is not None else np.arange(sf.scores.size)
+    result = build_result(
+        {sf.path.stem: sf.scores[None, :]}, sf.is_member[None, :], ids, None, ["scores"],
+        fprs=fprs, alpha=alpha, delta=delta, n_bootstrap=n_bootstrap, seed=seed,
+        attacks={sf.path.stem: {"name": "scores", "title": f"scores from {sf.path.name}"}},
     )
+    result.config = {"mode": "scores", "input": str(sf.path), "score_col": score_col,
+                     "member_col": member_col, "seed": seed}
+    summary = result.metrics[sf.path.stem]
     metrics_path = write_json({"input": sf.path.name, **summary.to_dict()}, out / "metrics.json")
-    fpr_curve, tpr_curve, _ = roc_curve(sf.scores, sf.is_member)
-    roc_path = plot_roc(
-        {sf.path.stem: (fpr_curve, tpr_curve)},
-        out / "roc.png",
-        min_fpr=1.0 / summary.n_non_members,
-        title=f"ROC of {sf.path.name} (log-log)",
-        summaries={sf.path.stem: summary},
-    )
+    report_path = result.to_html(out / "report.html")
+    roc_path = out / "roc.png"
     if quiet:
         return
     console.print(metrics_table({sf.path.stem: summary}, name_header="scores"))
@@ -320,7 +319,9 @@ def evaluate(
     note = _nan_note(sf)
     if note:
         console.print(f"[yellow]{escape(note)}[/yellow]")
-    console.print(f"wrote {metrics_path} and {roc_path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {metrics_path}, {roc_path} and {report_path}", highlight=False, soft_wrap=True
+    )
 
 
 def _print_result(result: Any, quiet: bool) -> None:

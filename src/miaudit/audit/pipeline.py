@@ -39,17 +39,11 @@ from numpy.typing import NDArray
 
 from miaudit import attacks
 from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit, score_targets
-from miaudit.audit.result import (
-    AuditResult,
-    best_attack,
-    choose_headline_fpr,
-    per_record_vulnerability,
-)
+from miaudit.audit.result import AuditResult, build_result
 from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
 from miaudit.data import Dataset
 from miaudit.data.splits import LeaveOneOut, embed_keep, keep_matrix, population_split
 from miaudit.exceptions import MiauditError, ValidationError
-from miaudit.metrics import roc_curve, summarize
 
 #: Smallest log-probability used when a target returns probabilities (log 0 = -inf otherwise).
 _LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
@@ -230,38 +224,21 @@ class Audit:
                 run.key, outputs, labels, keep, splits, audit_idx, pop_idx, target_outputs
             )
         with timer.stage("metrics"):
-            metrics = {
-                k: summarize(
-                    v.ravel(),
-                    truth.ravel(),
-                    cfg.fprs,
-                    alpha=cfg.alpha,
-                    delta=cfg.delta,
-                    rng=cfg.seed,
-                )
-                for k, v in scores.items()
-            }
-            rocs = {k: roc_curve(v.ravel(), truth.ravel())[:2] for k, v in scores.items()}
-            h_fpr = choose_headline_fpr(metrics)
-            best = best_attack(metrics, h_fpr)
-            ids = ds.record_ids[audit_idx]
-            vuln = per_record_vulnerability(
-                scores[best], truth, ids, labels[audit_idx], cfg.report.flag_fpr
+            result = build_result(
+                scores,
+                truth,
+                ds.record_ids[audit_idx],
+                labels[audit_idx],
+                target_names,
+                fprs=cfg.fprs,
+                alpha=cfg.alpha,
+                delta=cfg.delta,
+                seed=cfg.seed,
+                flag_fpr=cfg.report.flag_fpr,
+                models=run.models,
+                attacks={s.display: _attack_meta(s.name, s.params) for s in cfg.attacks},
             )
-            long = _long_scores(scores, truth, ids, labels[audit_idx], target_names)
-        result = AuditResult(
-            metrics=metrics,
-            scores=long,
-            vulnerability=vuln,
-            models=run.models,
-            attacks={s.display: _attack_meta(s.name, s.params) for s in cfg.attacks},
-            rocs=rocs,
-            best_attack=best,
-            headline_fpr=h_fpr,
-            flag_fpr=cfg.report.flag_fpr,
-            config=cfg.model_dump(mode="json"),
-            versions=_versions(),
-        )
+        result.config = cfg.model_dump(mode="json")
         with timer.stage("report"):
             result.timings = timer.seconds
             result.save(cfg.output)
@@ -399,35 +376,9 @@ def _population_from_non_members(
     return audit, pop
 
 
-def _long_scores(
-    scores: dict[str, NDArray],
-    truth: NDArray[np.bool_],
-    ids: NDArray,
-    labels: NDArray,
-    targets: list[Any],
-) -> pd.DataFrame:
-    t, n = truth.shape
-    frame = pd.DataFrame(
-        {
-            "target": np.repeat(np.asarray(targets, dtype=object), n),
-            "label": np.tile(labels, t),
-            "is_member": truth.ravel(),
-            **{k: v.ravel() for k, v in scores.items()},
-        },
-        index=pd.Index(np.tile(ids, t), name="record_id"),
-    )
-    return frame
-
-
 def _attack_meta(name: str, params: dict[str, Any]) -> dict[str, Any]:
     info = attacks.get(name).info
     return {"name": name, "title": info.title, "paper": info.paper, "params": params}
-
-
-def _versions() -> dict[str, str]:
-    from miaudit.audit.store import package_versions
-
-    return package_versions()
 
 
 def run_audit(config: AuditConfig | dict[str, Any] | str | Path, **overrides: Any) -> AuditResult:

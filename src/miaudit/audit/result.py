@@ -12,7 +12,17 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from miaudit.metrics import MetricsSummary, TprAtFpr, tpr_at_fpr
+from miaudit.audit.store import package_versions
+from miaudit.metrics import (
+    DEFAULT_ALPHA,
+    DEFAULT_DELTA,
+    DEFAULT_N_BOOTSTRAP,
+    MetricsSummary,
+    TprAtFpr,
+    roc_curve,
+    summarize,
+    tpr_at_fpr,
+)
 from miaudit.report.console import format_fpr
 
 #: The FPR the headline speaks of when it is among the reported FPRs and reachable.
@@ -119,6 +129,76 @@ class AuditResult:
         files["report"] = self.to_html(out / "report.html")
         self.output_dir = out
         return files
+
+
+def build_result(
+    scores: Mapping[str, NDArray[np.float64]],
+    is_member: NDArray[np.bool_],
+    record_ids: NDArray,
+    labels: NDArray | None,
+    targets: Sequence[Any],
+    *,
+    fprs: Sequence[float],
+    alpha: float = DEFAULT_ALPHA,
+    delta: float = DEFAULT_DELTA,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    seed: int = 0,
+    flag_fpr: float = 1e-2,
+    attacks: Mapping[str, dict[str, Any]] | None = None,
+    models: pd.DataFrame | None = None,
+) -> AuditResult:
+    """Metrics, pooled ROCs, headline and per-record views from scores of ``T`` targets.
+
+    Parameters
+    ----------
+    scores : mapping of str to ndarray of shape (T, n)
+        Attack label → scores (higher = member) of ``n`` records for each of ``T`` targets.
+    is_member : ndarray of shape (T, n), bool
+        Whether target ``t`` trained on record ``j``.
+    record_ids : ndarray of shape (n,)
+    labels : ndarray of shape (n,), optional
+    targets : sequence of length T
+        Names of the targets (model indices, or ``"target"``).
+    """
+    metrics = {
+        k: summarize(
+            v.ravel(),
+            is_member.ravel(),
+            fprs,
+            alpha=alpha,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            rng=seed,
+        )
+        for k, v in scores.items()
+    }
+    rocs = {k: roc_curve(v.ravel(), is_member.ravel())[:2] for k, v in scores.items()}
+    h_fpr = choose_headline_fpr(metrics)
+    best = best_attack(metrics, h_fpr)
+    lab = np.full(len(record_ids), -1) if labels is None else np.asarray(labels)
+    vuln = per_record_vulnerability(scores[best], is_member, record_ids, lab, flag_fpr)
+    t, n = is_member.shape
+    long = pd.DataFrame(
+        {
+            "target": np.repeat(np.asarray(targets, dtype=object), n),
+            "label": np.tile(lab, t),
+            "is_member": is_member.ravel(),
+            **{k: v.ravel() for k, v in scores.items()},
+        },
+        index=pd.Index(np.tile(np.asarray(record_ids), t), name="record_id"),
+    )
+    return AuditResult(
+        metrics=metrics,
+        scores=long,
+        vulnerability=vuln,
+        models=models if models is not None else pd.DataFrame(),
+        attacks=dict(attacks or {k: {"name": k} for k in scores}),
+        rocs=rocs,
+        best_attack=best,
+        headline_fpr=h_fpr,
+        flag_fpr=flag_fpr,
+        versions=package_versions(),
+    )
 
 
 def _mean(df: pd.DataFrame, col: str) -> float | None:
