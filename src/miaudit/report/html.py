@@ -106,11 +106,11 @@ def _frame_table(df: pd.DataFrame, index_name: str, float_fmt: str = "{:.4f}") -
         f"<th class='name'>{_e(c)}</th>" if i == 0 else f"<th>{_e(c)}</th>"
         for i, c in enumerate(cols)
     )
+    floats = [pd.api.types.is_float_dtype(df[c]) for c in df.columns]
     body = []
-    for idx, row in df.iterrows():
+    for idx, *values in df.itertuples(name=None):
         cells = [f"<td class='name'>{_e(idx)}</td>"]
-        for v in row:
-            is_float = isinstance(v, float | np.floating)
+        for v, is_float in zip(values, floats, strict=True):
             cells.append(f"<td>{_e(float_fmt.format(v) if is_float else v)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
