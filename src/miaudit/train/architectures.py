@@ -65,20 +65,22 @@ class Activation:
         Applies the activation in place to a tensor and returns it (manual backward).
     fn : callable
         The out-of-place activation (for autograd).
-    grad_from_output : callable
-        ``a ↦ f'(f^{-1}(a))``: the derivative at the pre-activation, computed from the output
-        ``a = f(z)`` (tanh: ``1 - a²``; ReLU: ``1[a > 0]``), so the pre-activation need not be
-        kept for the backward pass.
+    backward : callable
+        ``(g, a) ↦ g ⊙ f'(f^{-1}(a))``: the gradient at the pre-activation from the gradient
+        ``g`` at the output and the output ``a = f(z)`` itself (tanh: ``g(1 - a²)``; ReLU:
+        ``g·1[a > 0]``), one fused ATen kernel, so the pre-activation need not be kept.
     """
 
     forward_: Callable[[torch.Tensor], torch.Tensor]
     fn: Callable[[torch.Tensor], torch.Tensor]
-    grad_from_output: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
-ACTIVATIONS.register("tanh")(Activation(torch.tanh_, torch.tanh, lambda a: 1.0 - a * a))
-ACTIVATIONS.register("relu")(Activation(torch.relu_, torch.relu, lambda a: (a > 0).to(a.dtype)))
+ACTIVATIONS.register("tanh")(Activation(torch.tanh_, torch.tanh, torch.ops.aten.tanh_backward))
+ACTIVATIONS.register("relu")(
+    Activation(torch.relu_, torch.relu, lambda g, a: torch.ops.aten.threshold_backward(g, a, 0.0))
+)
 
 
 def uniform_init(
@@ -149,8 +151,13 @@ class StackedNet(ABC):
         *,
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
+        grad_decay: float = 0.0,
     ) -> torch.Tensor:
-        """Forward and backward pass on each model's own batch; fills ``p.grad``.
+        """Forward and backward pass on each model's own batch: ``p.grad ← grad_decay·p.grad + ∇``.
+
+        With ``grad_decay = μ`` the gradients *are* SGD's momentum buffers ``v ← μv + ∇``, which
+        the MLP accumulates inside its matrix products (``baddbmm`` with ``beta = μ``) at no
+        extra cost.
 
         Parameters
         ----------
@@ -161,6 +168,8 @@ class StackedNet(ABC):
         dropout_masks : list of tensors of shape (K, B, h_l), optional
             Inverted-dropout masks (0 or ``1/(1-p)``) for the output of each hidden layer of the
             head.
+        grad_decay : float
+            Factor of the previous gradient kept in ``p.grad`` (0: plain gradient).
 
         Returns
         -------
@@ -274,13 +283,14 @@ class StackedMLP(StackedNet):
         *,
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
+        grad_decay: float = 0.0,
     ) -> torch.Tensor:
         """Manual forward/backward (see :meth:`StackedNet.loss_and_grad`).
 
         Backward, for layer ``i`` with input ``h_i`` and output gradient ``g_i`` (``(K, B, ·)``):
         ``∂W_i = h_iᵀ g_i``, ``∂b_i = Σ_b g_i``, and, except for the first layer (no input
-        gradient is needed), ``g_{i-1} = (g_i W_iᵀ) ⊙ m_{i-1} ⊙ f'(a_{i-1})`` where ``a`` is the
-        activation output and ``m`` the dropout mask.
+        gradient is needed), ``g_{i-1} = f'(a_{i-1}) ⊙ m_{i-1} ⊙ (g_i W_iᵀ)`` where ``a`` is
+        the activation output and ``m`` the dropout mask.
         """
         h = x.reshape(x.shape[0], x.shape[1], -1)
         inputs = [h]
@@ -292,14 +302,17 @@ class StackedMLP(StackedNet):
         logits = self._layer(inputs[-1], self.n_layers - 1)
         loss, g = cross_entropy_grad(logits, y, label_smoothing)
         for i in reversed(range(self.n_layers)):
-            torch.bmm(inputs[i].transpose(1, 2), g, out=self._grads[2 * i])
-            torch.sum(g, dim=1, out=self._grads[2 * i + 1])
+            self._grads[2 * i].baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay)
+            if grad_decay:
+                self._grads[2 * i + 1].mul_(grad_decay).add_(g.sum(dim=1))
+            else:
+                torch.sum(g, dim=1, out=self._grads[2 * i + 1])
             if i == 0:
                 break
             g = torch.bmm(g, self.params[2 * i].transpose(1, 2))
             if dropout_masks:
                 g.mul_(dropout_masks[i - 1])
-            g.mul_(self.activation.grad_from_output(acts[i - 1]))
+            g = self.activation.backward(g, acts[i - 1])
         return loss
 
     def head_forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -414,6 +427,7 @@ class StackedCNN(StackedNet):
         *,
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
+        grad_decay: float = 0.0,
     ) -> torch.Tensor:
         """Autograd backward of the summed per-model losses (:meth:`StackedNet.loss_and_grad`)."""
         k, batch = x.shape[:2]
@@ -429,9 +443,14 @@ class StackedCNN(StackedNet):
             .view(k, batch)
             .mean(dim=1)
         )
+        previous = [p.grad for p in self.params]
         for p in self.params:
             p.grad = None
         loss.sum().backward()
+        if grad_decay:
+            with torch.no_grad():
+                for p, old in zip(self.params, previous, strict=True):
+                    p.grad = old.mul_(grad_decay).add_(p.grad)
         return loss.detach()
 
     @torch.no_grad()

@@ -104,12 +104,18 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class StackedOptimizer(ABC):
     """An element-wise optimiser on stacked parameters with one learning rate per model.
 
-    :meth:`step` reads ``p.grad`` of every parameter and updates ``p`` in place.
+    :meth:`step` reads ``p.grad`` of every parameter and updates ``p`` in place. Before each
+    backward pass the training loop asks :meth:`grad_decay` for the factor by which the network
+    keeps the previous ``p.grad`` (see :meth:`StackedNet.loss_and_grad`).
     """
 
     def __init__(self, params: Sequence[torch.Tensor], cfg: TorchTrainConfig) -> None:
         self.params = list(params)
         self.cfg = cfg
+
+    def grad_decay(self) -> float:
+        """``p.grad ← grad_decay·p.grad + ∇`` in the next backward pass (0: a fresh gradient)."""
+        return 0.0
 
     @abstractmethod
     def step(self, lr: torch.Tensor) -> None:
@@ -121,30 +127,28 @@ OPTIMIZERS: Registry[type[StackedOptimizer]] = Registry("optimizer")
 
 @OPTIMIZERS.register("sgd-momentum")
 class StackedSGD(StackedOptimizer):
-    """PyTorch's ``SGD`` (no dampening, no Nesterov): ``g ← ∇ + λθ``; ``v ← g`` on the first
-    step, else ``v ← μv + g``; ``θ ← θ - η_k v``."""
+    """PyTorch's ``SGD`` (no dampening, no Nesterov): ``v ← ∇ + λθ`` on the first step, else
+    ``v ← μv + ∇ + λθ``; ``θ ← θ - η_k v``.
+
+    The momentum buffer ``v`` lives in ``p.grad``: the backward pass computes ``μv + ∇`` in place
+    (:meth:`grad_decay` is ``μ`` after the first step), this step adds ``λθ`` and updates ``θ``.
+    """
 
     def __init__(self, params: Sequence[torch.Tensor], cfg: TorchTrainConfig) -> None:
         super().__init__(params, cfg)
-        self.buffers: list[torch.Tensor] | None = None
+        self.started = False
+
+    def grad_decay(self) -> float:
+        return self.cfg.momentum if self.started else 0.0
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor) -> None:
-        cfg = self.cfg
-        first = self.buffers is None
-        if first:
-            self.buffers = []
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if cfg.weight_decay:
-                g = g.add(p, alpha=cfg.weight_decay)
-            if cfg.momentum:
-                if first:
-                    self.buffers.append(g.clone())
-                else:
-                    self.buffers[i].mul_(cfg.momentum).add_(g)
-                g = self.buffers[i]
-            p.addcmul_(g, _per_model(-lr, p))
+        for p in self.params:
+            velocity = p.grad
+            if self.cfg.weight_decay:
+                velocity.add_(p, alpha=self.cfg.weight_decay)
+            p.addcmul_(velocity, _per_model(-lr, p))
+        self.started = True
 
 
 @OPTIMIZERS.register("adam")
@@ -345,7 +349,11 @@ def train_ensemble(
             _augment(xb, noise_generators, cfg)
         masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout)
         loss = net.loss_and_grad(
-            xb, y[idx].view(k, batch), label_smoothing=cfg.label_smoothing, dropout_masks=masks
+            xb,
+            y[idx].view(k, batch),
+            label_smoothing=cfg.label_smoothing,
+            dropout_masks=masks,
+            grad_decay=optimizer.grad_decay(),
         )
         optimizer.step(rates[t])
         last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)

@@ -1,0 +1,251 @@
+"""Throughput of the vectorised MLP ensemble against one-model-at-a-time PyTorch training.
+
+The issue's setting: 64 MLPs 600 → 256 → 100 with tanh on ``purchase-like`` (20,000 records),
+each model on its half of the records from a balanced keep matrix, 20 epochs, batch 128,
+SGD with momentum — trained (a) as one vectorised ensemble (``torch-mlp`` recipe) and (b) one
+after another the way a user writes it (``nn.Sequential``, ``torch.optim.SGD``, a loop over
+shuffled tensor minibatches), same hyper-parameters, same subsets.
+
+Printed: models/minute of both, their ratio, the achieved GFLOP/s of the vectorised ensemble and
+the machine's peak float32 matmul GFLOP/s measured in the same run (best of a few
+``torch.matmul`` of two square matrices, before and after the training runs).
+
+FLOPs counted: the matrix products a step performs, per model and step with batch ``B``, layer
+sizes ``d → h → C``: forward ``2B(dh + hC)``, weight gradients ``2B(dh + hC)``, the gradient of
+the hidden layer ``2B·hC`` (the input needs no gradient) — ``2B(2dh + 3hC)`` in all (the "3×
+forward" rule of thumb would also count the input gradient ``2B·dh`` that neither
+implementation computes). Only each model's own steps are counted: the lock-step steps of a
+model that has already finished its epochs are not.
+
+Usage::
+
+    python benchmarks/train_throughput.py            # the issue's full setting
+    python benchmarks/train_throughput.py --quick    # 8 models, 3 epochs, 4 baseline models
+
+On a machine shared with other jobs the numbers are noisy: run it when the machine is quiet,
+or compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miaudit.data import keep_matrix
+from miaudit.train import make_recipe
+from miaudit.train.ensemble import (
+    NOISE_STREAM,
+    ORDER_STREAM,
+    model_generators,
+    query_ensemble,
+    train_ensemble,
+)
+
+#: Side of the square matrices of the peak measurement, and how many products are timed.
+PEAK_SIZE = 4096
+PEAK_REPEATS = 5
+
+
+def peak_gflops(size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> float:
+    """Best float32 ``torch.matmul`` rate of two ``size × size`` matrices, in GFLOP/s."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g)
+    b = torch.randn(size, size, generator=g)
+    out = torch.empty(size, size)
+    torch.matmul(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+def step_flops(batch: int, sizes: list[int]) -> int:
+    """Matmul FLOPs of one training step of one MLP (module docstring)."""
+    forward = sum(2 * batch * a * b for a, b in itertools.pairwise(sizes))
+    input_grads = sum(2 * batch * a * b for a, b in itertools.pairwise(sizes[1:]))
+    return 2 * forward + input_grads
+
+
+def _train_part(part: tuple) -> float:
+    """Train one part of the ensemble in a worker process; returns its training seconds."""
+    X, y, keep, ids, config, threads, sizes = part
+    torch.set_num_threads(threads)
+    recipe = make_recipe("torch-mlp", config)
+    net = recipe.build((sizes[0],), sizes[-1], ids)
+    order = model_generators(config.seed, ids, ORDER_STREAM)
+    noise = model_generators(config.seed, ids, NOISE_STREAM)
+    start = time.perf_counter()
+    train_ensemble(net, X, y, keep, config, order, noise)
+    return time.perf_counter() - start
+
+
+def train_in_workers(
+    X: torch.Tensor, y: torch.Tensor, keep: np.ndarray, config, args, sizes: list[int]
+) -> float:
+    """The ensemble split into ``args.workers`` vectorised parts, one per worker process, each
+    with ``threads // workers`` torch threads; returns the wall time including process start."""
+    from miaudit.audit.executors import ProcessExecutor
+
+    w = args.workers
+    threads = max(1, args.threads // w)
+    ids = np.array_split(np.arange(len(keep)), w)
+    parts = [(X, y, keep[i], [int(j) for j in i], config, threads, sizes) for i in ids]
+    start = time.perf_counter()
+    list(ProcessExecutor(n_workers=w, threads_per_worker=threads).map(_train_part, parts))
+    return time.perf_counter() - start
+
+
+def train_one_by_one(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    keep: np.ndarray,
+    args: argparse.Namespace,
+) -> tuple[float, list[float]]:
+    """The user's loop, for every row of ``keep``; returns (seconds, test accuracies)."""
+    accs = []
+    start = time.perf_counter()
+    for i, row in enumerate(keep):
+        torch.manual_seed(i)
+        model = nn.Sequential(
+            nn.Linear(X.shape[1], args.hidden), nn.Tanh(), nn.Linear(args.hidden, args.classes)
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+        xs, ys = X[torch.from_numpy(row)], y[torch.from_numpy(row)]
+        for _ in range(args.epochs):
+            perm = torch.randperm(len(xs))
+            for s in range(0, len(xs), args.batch):
+                idx = perm[s : s + args.batch]
+                loss = F.cross_entropy(model(xs[idx]), ys[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            pred = model(X[torch.from_numpy(~row)]).argmax(1)
+        accs.append(float((pred == y[torch.from_numpy(~row)]).float().mean()))
+    return time.perf_counter() - start, accs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 models, 3 epochs, 4 baseline")
+    parser.add_argument("--models", type=int, default=64)
+    parser.add_argument(
+        "--baseline-models",
+        type=int,
+        default=None,
+        help="models trained one by one (default: all); rates are per model",
+    )
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch intra-op threads (default: all cores)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also train the ensemble split over this many worker processes "
+        "(each with threads/workers torch threads); 1: only one process",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.epochs = 8, 3
+        args.baseline_models = args.baseline_models or 4
+    n_base = min(args.baseline_models or args.models, args.models)
+    torch.set_num_threads(args.threads)
+
+    from miaudit.data import load_dataset
+
+    data = load_dataset("purchase-like", n_records=args.records, seed=args.seed)
+    args.classes = int(data.n_classes)
+    X = torch.from_numpy(np.ascontiguousarray(data.X, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+    keep = keep_matrix(args.models, len(data), seed=args.seed)
+    sizes = [X.shape[1], args.hidden, args.classes]
+    print(
+        f"purchase-like: {len(data)} records, {X.shape[1]} features, {args.classes} classes; "
+        f"{args.models} MLPs {' → '.join(map(str, sizes))} tanh, {args.epochs} epochs, batch "
+        f"{args.batch}, SGD lr {args.lr} momentum {args.momentum}; torch threads "
+        f"{torch.get_num_threads()}"
+    )
+    print(f"records per model: {keep.sum(1).min()}..{keep.sum(1).max()}")
+
+    peak_before = peak_gflops()
+
+    recipe = make_recipe(
+        "torch-mlp",
+        hidden_sizes=(args.hidden,),
+        activation="tanh",
+        optimizer="sgd-momentum",
+        lr=args.lr,
+        momentum=args.momentum,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        seed=args.seed,
+    )
+    ids = list(range(args.models))
+    net = recipe.build((X.shape[1],), args.classes, ids)
+    order = model_generators(args.seed, ids, ORDER_STREAM)
+    noise = model_generators(args.seed, ids, NOISE_STREAM)
+    start = time.perf_counter()
+    train_ensemble(net, X, y, keep, recipe.config, order, noise)
+    vec_seconds = time.perf_counter() - start
+    logits = query_ensemble(net, X, ["identity"])[:, :, 0]
+    pred = logits.argmax(-1)
+    vec_acc = [float((pred[k][~keep[k]] == data.y[~keep[k]]).mean()) for k in ids]
+
+    split_seconds = None
+    if args.workers > 1:
+        split_seconds = train_in_workers(X, y, keep, recipe.config, args, sizes)
+    base_seconds, base_acc = train_one_by_one(X, y, keep[:n_base], args)
+    peak = max(peak_before, peak_gflops())
+
+    steps = [args.epochs * math.ceil(int(n) / args.batch) for n in keep.sum(1)]
+    flops = sum(steps) * step_flops(args.batch, sizes)
+    vec_rate = args.models / vec_seconds * 60
+    base_rate = n_base / base_seconds * 60
+    achieved = flops / vec_seconds / 1e9
+    print(f"peak float32 matmul ({PEAK_SIZE}²): {peak:8.1f} GFLOP/s")
+    print(
+        f"vectorised ensemble : {vec_rate:8.2f} models/min  ({vec_seconds:.1f} s for "
+        f"{args.models}; mean test acc {np.mean(vec_acc):.3f})"
+    )
+    print(
+        f"one model at a time : {base_rate:8.2f} models/min  ({base_seconds:.1f} s for "
+        f"{n_base}; mean test acc {np.mean(base_acc):.3f})"
+    )
+    print(f"speed-up            : {vec_rate / base_rate:8.2f}x   (target >= 2.5x)")
+    print(
+        f"achieved            : {achieved:8.1f} GFLOP/s = {100 * achieved / peak:.0f}% of peak "
+        f"(target >= 65%)"
+    )
+    if split_seconds is not None:
+        split = flops / split_seconds / 1e9
+        print(
+            f"vectorised, {args.workers} worker processes: {args.models / split_seconds * 60:8.2f} "
+            f"models/min ({split_seconds:.1f} s with process start), {split:.1f} GFLOP/s = "
+            f"{100 * split / peak:.0f}% of peak, {vec_seconds / split_seconds:.2f}x the "
+            "single process"
+        )
+
+
+if __name__ == "__main__":
+    main()
