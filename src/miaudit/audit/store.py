@@ -81,6 +81,7 @@ __all__ = [
     "canonical_json",
     "config_hash",
     "dataset_fingerprint",
+    "package_versions",
 ]
 
 
@@ -256,7 +257,7 @@ class Run:
                     f"{path}: belongs to config hash {self.manifest.get('config_hash')!r}, "
                     f"not {digest!r} (two configs share the first {HASH_PREFIX} hex digits?)"
                 )
-            stored_ids = self._load_array(self.manifest["record_ids"], IDS_FILE)
+            stored_ids = self._load_array(self.manifest["record_ids"])
             if not np.array_equal(stored_ids, _storable_ids(record_ids)):
                 raise MiauditError(
                     f"{self.folder}: the stored record ids differ from the dataset's although "
@@ -304,16 +305,15 @@ class Run:
             raise CorruptFileError(f"{path}: SHA-256 {digest[:12]}… does not match the manifest")
         return path
 
-    def _load_array(self, entry: dict[str, Any], what: str) -> NDArray:
-        path = self._verify(entry)
-        return np.load(path, allow_pickle=False)
+    def _load_array(self, entry: dict[str, Any]) -> NDArray:
+        return np.load(self._verify(entry), allow_pickle=False)
 
     # --------------------------------------------------------------- keep matrix
     @property
     def keep(self) -> NDArray[np.bool_] | None:
         """The stored keep matrix (all models ever requested), or None."""
         entry = self.manifest.get("keep")
-        return None if entry is None else self._load_array(entry, KEEP_FILE)
+        return None if entry is None else self._load_array(entry)
 
     def set_keep(self, keep: ArrayLike, provenance: dict[str, Any] | None = None) -> None:
         """Store ``keep`` ``(m, n)``. Rows of finished models must be unchanged (checked via
