@@ -1,0 +1,83 @@
+"""The dataset registry: every built-in dataset and file loader is reachable by name.
+
+>>> from miaudit.data import load_dataset, list_datasets
+>>> ds = load_dataset("digits")                       # doctest: +SKIP
+>>> ds = load_dataset("csv", path="train.csv", label_col="label")  # doctest: +SKIP
+
+A dataset is registered as a function ``(**params) -> Dataset`` with
+``@register_dataset("name")``; :func:`load_dataset` checks the parameters against the function's
+signature so that a misspelt parameter is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from miaudit.data.base import Dataset
+from miaudit.exceptions import ValidationError
+from miaudit.registry import Registry
+
+DatasetFactory = Callable[..., Dataset]
+"""A function that builds a :class:`~miaudit.data.base.Dataset` from keyword parameters."""
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset")
+
+_MODULES = ("builtin",)
+"""Modules of :mod:`miaudit.data` whose import registers datasets."""
+
+
+def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Decorator registering a dataset factory under ``name``."""
+    return DATASETS.register(name)
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"miaudit.data.{mod}")
+
+
+def list_datasets() -> list[str]:
+    """Sorted names of all registered datasets and file loaders."""
+    _load_all()
+    return DATASETS.names()
+
+
+def dataset_parameters(name: str) -> dict[str, Any]:
+    """Parameters of dataset ``name`` and their defaults (``inspect.Parameter.empty`` if none)."""
+    _load_all()
+    sig = inspect.signature(DATASETS.get(name))
+    return {p.name: p.default for p in sig.parameters.values()}
+
+
+def load_dataset(name: str, **params: Any) -> Dataset:
+    """Build the registered dataset ``name`` with ``params``.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_datasets` (case-insensitive).
+    **params
+        The dataset's parameters (see :func:`dataset_parameters`).
+
+    Raises
+    ------
+    UnknownNameError
+        If ``name`` is not registered; the message lists the valid names.
+    ValidationError
+        If a parameter is unknown or a required one is missing; the message lists the valid
+        parameters.
+    """
+    _load_all()
+    factory = DATASETS.get(name)
+    sig = inspect.signature(factory)
+    try:
+        sig.bind(**params)
+    except TypeError as exc:
+        valid = ", ".join(sig.parameters) or "none"
+        raise ValidationError(
+            f"dataset {name!r}: bad parameters {sorted(params)} ({exc}); valid parameters: {valid}"
+        ) from None
+    return factory(**params)
