@@ -16,6 +16,7 @@ from miaudit.audit.executors import (
     Executor,
     LocalExecutor,
     ProcessExecutor,
+    ThreadExecutor,
     make_executor,
 )
 from miaudit.data import Dataset
@@ -24,7 +25,7 @@ from miaudit.train import make_recipe
 
 
 def test_registry_names_and_protocol():
-    assert EXECUTORS.names() == ["local", "processes"]
+    assert EXECUTORS.names() == ["local", "processes", "threads"]
     assert isinstance(make_executor("local"), Executor)
     assert isinstance(make_executor("processes", n_workers=2), ProcessExecutor)
     custom = LocalExecutor(threads=1)
@@ -32,8 +33,8 @@ def test_registry_names_and_protocol():
 
 
 def test_bad_executor_arguments():
-    with pytest.raises(UnknownNameError, match="Valid executors: local, processes"):
-        make_executor("threads")
+    with pytest.raises(UnknownNameError, match="Valid executors: local, processes, threads"):
+        make_executor("gpu")
     with pytest.raises(ValidationError, match="executor 'local': bad parameters"):
         make_executor("local", n_workers=3)
     with pytest.raises(ValidationError, match="n_workers: expected a positive integer"):
@@ -69,6 +70,44 @@ def test_local_executor_stops_at_first_error():
     with pytest.raises(ValueError, match="task 2 failed"):
         next(it)
     assert done == [0, 1]
+
+
+def test_thread_executor_results_errors_and_threads():
+    before = torch.get_num_threads()
+    ex = ThreadExecutor(n_workers=2, threads_per_worker=1)
+    seen = []
+
+    def fn(x):
+        seen.append(torch.get_num_threads())
+        if x < 0:
+            raise ValueError(f"negative task {x}")
+        return 2 * x
+
+    assert sorted(ex.map(fn, [3, 1, 2])) == [2, 4, 6]
+    assert set(seen) == {1}
+    with pytest.raises(ValueError, match="negative task -1"):
+        list(ex.map(fn, [1, -1, 2]))
+    assert torch.get_num_threads() == before
+    assert list(ex.map(fn, [])) == []
+
+
+def test_threads_give_the_same_models_as_local(tmp_path):
+    d = load_digits()
+    data = Dataset(
+        X=(d.data[:300] / 16).astype(np.float32),
+        y=d.target[:300],
+        record_ids=np.arange(300),
+        n_classes=10,
+    )
+    recipe = make_recipe("torch-mlp", hidden_sizes=(8,), epochs=2, batch_size=32)
+    local = train_and_query(
+        data, 4, recipe, store_root=tmp_path / "a", quiet=True, executor=LocalExecutor(threads=1)
+    )
+    threads = train_and_query(
+        data, 4, recipe, store_root=tmp_path / "b", quiet=True, executor="threads"
+    )
+    assert threads.trained == (0, 1, 2, 3)
+    np.testing.assert_allclose(threads.observations(), local.observations(), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ in torch.
 
 * :func:`train_and_query` (:mod:`miaudit.audit.engine`) — train what the store lacks, query it.
 * :class:`RunStore`, :class:`Run` (:mod:`miaudit.audit.store`) — crash-safe, resumable runs.
-* :data:`EXECUTORS`, :class:`LocalExecutor`, :class:`ProcessExecutor`
+* :data:`EXECUTORS`, :class:`LocalExecutor`, :class:`ThreadExecutor`, :class:`ProcessExecutor`
   (:mod:`miaudit.audit.executors`).
 """
 
@@ -24,6 +24,7 @@ _EXPORTS = {
     "Executor": "executors",
     "LocalExecutor": "executors",
     "ProcessExecutor": "executors",
+    "ThreadExecutor": "executors",
     "make_executor": "executors",
 }
 
