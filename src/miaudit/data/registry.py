@@ -25,7 +25,7 @@ DatasetFactory = Callable[..., Dataset]
 
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
-_MODULES = ("builtin",)
+_MODULES = ("builtin", "loaders")
 """Modules of :mod:`miaudit.data` whose import registers datasets."""
 
 
