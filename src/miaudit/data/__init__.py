@@ -1,4 +1,10 @@
-"""Datasets (built-in, synthetic, and loaders for users' files) and keep-matrix splits."""
+"""Datasets (built-in, synthetic, and loaders for users' files) and keep-matrix splits.
+
+The file loaders (``load_file``, ``FILE_FORMATS``, ``register_format``) are imported on first
+use, so that importing :mod:`miaudit.data` for its splits does not import pandas.
+"""
+
+from typing import Any
 
 from miaudit.data.base import Dataset
 from miaudit.data.registry import (
@@ -25,6 +31,7 @@ from miaudit.data.splits import (
 
 __all__ = [
     "DATASETS",
+    "FILE_FORMATS",
     "MIN_RECORDS",
     "Dataset",
     "DesignatedTarget",
@@ -38,8 +45,20 @@ __all__ = [
     "keep_matrix",
     "list_datasets",
     "load_dataset",
+    "load_file",
     "n_in_per_record",
     "paired_keep_matrix",
     "population_split",
     "register_dataset",
+    "register_format",
 ]
+
+_LAZY_LOADERS = ("FILE_FORMATS", "load_file", "register_format")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_LOADERS:
+        from miaudit.data import loaders
+
+        return getattr(loaders, name)
+    raise AttributeError(f"module 'miaudit.data' has no attribute {name!r}")
