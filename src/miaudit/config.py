@@ -31,7 +31,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from miaudit.exceptions import MiauditError, UnknownNameError
+from miaudit.exceptions import MiauditError
+
+#: Fewest reference models per mode. Algorithm audits train n_references + 1 models on balanced
+#: halves; with leave-one-out, a record OUT of the target is IN for round_half_up((M)/2) of the
+#: other M - 1 models, which leaves it no OUT reference when M = 3. Model audits need one IN and
+#: one OUT reference per record.
+MIN_REFERENCES = {"algorithm": 3, "model": 2}
 
 #: Default FPRs at which TPR is reported.
 DEFAULT_FPRS = (1e-2, 1e-3, 1e-4)
@@ -58,7 +64,8 @@ class DataConfig(_Section):
     path: Path | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     population: float = Field(
-        default=0.0, ge=0.0,
+        default=0.0,
+        ge=0.0,
         description="records never trained on by any model: a fraction if < 1, else a count",
     )
 
@@ -87,6 +94,11 @@ class TargetConfig(_Section):
 
     model: str
     member_col: str = "is_member"
+    trusted: list[str] = Field(
+        default_factory=list,
+        description="types a .skops file may contain beyond those skops trusts by default "
+        "(review them first: they run code when loaded)",
+    )
     output_kind: Literal["logits", "probs"] | None = Field(
         default=None,
         description="what the model returns; default: probabilities for .skops, else logits",
@@ -110,7 +122,9 @@ class ReportConfig(_Section):
 
     top_records: int = Field(default=20, ge=0, description="most exposed records listed")
     flag_fpr: float = Field(
-        default=1e-2, gt=0.0, lt=1.0,
+        default=1e-2,
+        gt=0.0,
+        lt=1.0,
         description="a record counts as flagged by a target when its score passes that "
         "target's threshold at this FPR",
     )
@@ -126,7 +140,8 @@ class AuditConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     n_references: int = Field(default=16, ge=1)
     n_targets: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="algorithm mode: how many models take a turn as the target (default all)",
     )
     target: TargetConfig | None = None
@@ -159,6 +174,17 @@ class AuditConfig(_Section):
         return value
 
     @model_validator(mode="after")
+    def _enough_references(self) -> AuditConfig:
+        least = MIN_REFERENCES[self.mode]
+        if self.n_references < least:
+            raise ValueError(
+                f"n_references: mode {self.mode!r} needs at least {least} reference models so "
+                "that every record has IN and OUT references; got "
+                f"{self.n_references}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _mode_needs_target(self) -> AuditConfig:
         if self.mode == "model" and self.target is None:
             raise ValueError("mode 'model' needs a 'target' section (the model to audit)")
@@ -171,17 +197,27 @@ class AuditConfig(_Section):
         return self
 
     def check_names(self) -> None:
-        """Check attack/dataset/recipe/query/executor names against their registries."""
+        """Check attack/dataset/recipe/query/executor names against their registries.
+
+        Raises
+        ------
+        NameProblem
+            For the first unknown name or bad attack parameter, with its location in the config.
+        """
         from miaudit import attacks
 
-        for spec in self.attacks:
-            attacks.create(spec.name, **spec.params)
-        for kind, name, names in _registered_names(self):
+        for i, spec in enumerate(self.attacks):
+            try:
+                attacks.create(spec.name, **spec.params)
+            except MiauditError as exc:
+                raise NameProblem(("attacks", i), str(exc)) from None
+        for loc, kind, name, names in _registered_names(self):
             if name not in names:
                 close = difflib.get_close_matches(name, names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise UnknownNameError(
-                    f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}"
+                raise NameProblem(
+                    loc,
+                    f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}",
                 )
 
     def to_yaml(self) -> str:
@@ -189,18 +225,28 @@ class AuditConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _registered_names(cfg: AuditConfig) -> list[tuple[str, str, list[str]]]:
-    """(kind, requested name, valid names) for each registry-backed name in the config."""
+class NameProblem(MiauditError, ValueError):
+    """An unknown name in a config, at location ``loc`` (a path of keys and indices)."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str, list[str]]]:
+    """(location, kind, requested name, valid names) for each registry-backed name."""
     from miaudit.audit.executors import EXECUTORS
     from miaudit.data import list_datasets
     from miaudit.train.queries import QUERIES
     from miaudit.train.recipes import RECIPES
 
-    out = [("training recipe", cfg.training.recipe, RECIPES.names()),
-           ("executor", cfg.executor, EXECUTORS.names())]
-    out += [("query", q, QUERIES.names()) for q in cfg.queries]
+    out = [
+        (("training", "recipe"), "training recipe", cfg.training.recipe, RECIPES.names()),
+        (("executor",), "executor", cfg.executor, EXECUTORS.names()),
+    ]
+    out += [(("queries", i), "query", q, QUERIES.names()) for i, q in enumerate(cfg.queries)]
     if cfg.data.name is not None:
-        out.append(("dataset", cfg.data.name, list_datasets()))
+        out.append((("data", "name"), "dataset", cfg.data.name, list_datasets()))
     return out
 
 
@@ -257,8 +303,9 @@ def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         candidates = [ann, *getattr(ann, "__args__", ())]
         for c in candidates:
             inner = getattr(c, "__args__", (c,))
-            sub = next((x for x in (c, *inner) if isinstance(x, type) and
-                        issubclass(x, BaseModel)), None)
+            sub = next(
+                (x for x in (c, *inner) if isinstance(x, type) and issubclass(x, BaseModel)), None
+            )
             if sub is not None:
                 model = sub
                 break
@@ -267,20 +314,25 @@ def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def parse_config(data: dict[str, Any], *, text: str | None = None,
-                 source: str = "config") -> AuditConfig:
+def parse_config(
+    data: dict[str, Any], *, text: str | None = None, source: str = "config"
+) -> AuditConfig:
     """Validate a mapping into an :class:`AuditConfig`; errors name keys (and YAML lines)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got "
-                          f"{type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         cfg = AuditConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, text, source)) from None
     try:
         cfg.check_names()
-    except MiauditError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    except NameProblem as exc:
+        line = _yaml_line(text, exc.loc) if text is not None else None
+        at = f"{source}, line {line}" if line else source
+        where = ".".join(str(p) for p in exc.loc)
+        raise ConfigError(f"{at}: {where}: {exc}") from None
     return cfg
 
 

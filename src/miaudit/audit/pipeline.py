@@ -45,6 +45,9 @@ from miaudit.data import Dataset
 from miaudit.data.splits import LeaveOneOut, embed_keep, keep_matrix, population_split
 from miaudit.exceptions import MiauditError, ValidationError
 
+#: Fewest records an audit evaluates (below this no TPR at a low FPR can be measured at all).
+MIN_AUDIT_RECORDS = 20
+
 #: Smallest log-probability used when a target returns probabilities (log 0 = -inf otherwise).
 _LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
 
@@ -198,8 +201,7 @@ class Audit:
             assert member is not None
             audit_idx, pop_idx = _population_from_non_members(member, n_pop, split_seed)
             n_models = cfg.n_references
-        if audit_idx.size < 2 * n_models and audit_idx.size < 4:
-            raise ConfigError(f"data: {audit_idx.size} records are too few for an audit")
+        self._preflight(n, audit_idx.size, pop_idx.size, n_models)
         keep = embed_keep(keep_matrix(n_models, audit_idx.size, keep_seed), audit_idx, n)
 
         with timer.stage("training"):
@@ -247,6 +249,24 @@ class Audit:
         (cfg.output / "metrics.json").write_text(json.dumps(result.metrics_dict(), indent=2))
         return result
 
+    def _preflight(self, n: int, n_audit: int, n_pop: int, n_models: int) -> None:
+        """Errors that would otherwise surface only after training."""
+        if n_audit < MIN_AUDIT_RECORDS:
+            raise ConfigError(
+                f"data: {n} records, of which {n_pop} are population records, leave {n_audit} "
+                f"records to audit; an audit needs at least {MIN_AUDIT_RECORDS} (each of the "
+                f"{n_models} models trains on about half of them)"
+            )
+        if n_pop == 0:
+            needy = [
+                s.display for s in self.config.attacks if attacks.get(s.name).info.needs_population
+            ]
+            if needy:
+                raise ConfigError(
+                    f"attacks {needy} need population records that no model trains on; set "
+                    "data.population (a fraction such as 0.1, or a count)"
+                )
+
     def _train(self, ds: Dataset, keep: NDArray[np.bool_]) -> _TrainedModels:
         from miaudit.audit.engine import train_and_query
         from miaudit.train.recipes import make_recipe
@@ -276,7 +296,9 @@ class Audit:
         if self._target_predict is not None:
             target = CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
         else:
-            target = load_target(tcfg.model, ds.n_classes, kind=tcfg.output_kind)
+            target = load_target(
+                tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted
+            )
         views = _query_views(ds.X, self.config.queries)
         out = np.stack([np.asarray(target.predict(v), dtype=np.float64) for v in views], axis=1)
         if out.shape[0] != len(ds) or out.shape[2] != ds.n_classes:

@@ -150,7 +150,8 @@ def load_skops(path: str | Path, trusted: Sequence[str] = ()) -> Any:
     if untrusted:
         raise MiauditError(
             f"{p}: the file contains types that are not trusted by default: {untrusted}. "
-            "Review them and pass them as trusted=[...] (CLI: --trust TYPE) to load it"
+            "Review them; to load the file anyway, list them under target.trusted in the config "
+            "(trusted=[...] from Python)"
         )
     return sio.load(p, trusted=list(trusted) or None)
 
