@@ -65,22 +65,29 @@ class Activation:
         Applies the activation in place to a tensor and returns it (manual backward).
     fn : callable
         The out-of-place activation (for autograd).
-    backward : callable
-        ``(g, a) ↦ g ⊙ f'(f^{-1}(a))``: the gradient at the pre-activation from the gradient
-        ``g`` at the output and the output ``a = f(z)`` itself (tanh: ``g(1 - a²)``; ReLU:
-        ``g·1[a > 0]``), one fused ATen kernel, so the pre-activation need not be kept.
+    backward_ : callable
+        ``(g, a) ↦ g ⊙ f'(f^{-1}(a))``, written into ``g``: the gradient at the pre-activation
+        from the gradient ``g`` at the output and the output ``a = f(z)`` itself (tanh:
+        ``g(1 - a²)``; ReLU: ``g·1[a > 0]``), one fused ATen kernel, so the pre-activation need
+        not be kept.
     """
 
     forward_: Callable[[torch.Tensor], torch.Tensor]
     fn: Callable[[torch.Tensor], torch.Tensor]
-    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    backward_: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _tanh_backward_(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=g)
+
+
+def _relu_backward_(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.threshold_backward.grad_input(g, a, 0.0, grad_input=g)
 
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
-ACTIVATIONS.register("tanh")(Activation(torch.tanh_, torch.tanh, torch.ops.aten.tanh_backward))
-ACTIVATIONS.register("relu")(
-    Activation(torch.relu_, torch.relu, lambda g, a: torch.ops.aten.threshold_backward(g, a, 0.0))
-)
+ACTIVATIONS.register("tanh")(Activation(torch.tanh_, torch.tanh, _tanh_backward_))
+ACTIVATIONS.register("relu")(Activation(torch.relu_, torch.relu, _relu_backward_))
 
 
 def uniform_init(
@@ -264,6 +271,7 @@ class StackedMLP(StackedNet):
         self._grads = [torch.zeros_like(p) for p in self.params]
         for p, g in zip(self.params, self._grads, strict=True):
             p.grad = g
+        self._work: dict[str, torch.Tensor] = {}
 
     def hidden_sizes(self) -> list[int]:
         return self.sizes[1:-1]
@@ -272,9 +280,19 @@ class StackedMLP(StackedNet):
     def n_layers(self) -> int:
         return len(self.sizes) - 1
 
-    def _layer(self, h: torch.Tensor, i: int) -> torch.Tensor:
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A work tensor reused by every training step (no allocation per step)."""
+        buf = self._work.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._work[name] = torch.empty(shape)
+        return buf
+
+    def _layer(self, h: torch.Tensor, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``h @ W_i + b_i`` (into ``out`` when given)."""
         w, b = self.params[2 * i], self.params[2 * i + 1]
-        return torch.baddbmm(b.unsqueeze(1), h, w)
+        if out is None:
+            return torch.baddbmm(b.unsqueeze(1), h, w)
+        return torch.bmm(h, w, out=out).add_(b.unsqueeze(1))
 
     def loss_and_grad(
         self,
@@ -292,14 +310,19 @@ class StackedMLP(StackedNet):
         gradient is needed), ``g_{i-1} = f'(a_{i-1}) ⊙ m_{i-1} ⊙ (g_i W_iᵀ)`` where ``a`` is
         the activation output and ``m`` the dropout mask.
         """
-        h = x.reshape(x.shape[0], x.shape[1], -1)
+        k, batch = x.shape[:2]
+        h = x.reshape(k, batch, -1)
         inputs = [h]
         acts = []
-        for i in range(self.n_layers - 1):
-            a = self.activation.forward_(self._layer(inputs[-1], i))
-            acts.append(a)
-            inputs.append(a * dropout_masks[i] if dropout_masks else a)
-        logits = self._layer(inputs[-1], self.n_layers - 1)
+        for i, width in enumerate(self.sizes[1:-1]):
+            a = self._layer(inputs[-1], i, out=self._buffer(f"act{i}", (k, batch, width)))
+            acts.append(self.activation.forward_(a))
+            if dropout_masks:
+                a = torch.mul(a, dropout_masks[i], out=self._buffer(f"drop{i}", a.shape))
+            inputs.append(a)
+        logits = self._layer(
+            inputs[-1], self.n_layers - 1, out=self._buffer("logits", (k, batch, self.sizes[-1]))
+        )
         loss, g = cross_entropy_grad(logits, y, label_smoothing)
         for i in reversed(range(self.n_layers)):
             self._grads[2 * i].baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay)
@@ -309,17 +332,14 @@ class StackedMLP(StackedNet):
                 torch.sum(g, dim=1, out=self._grads[2 * i + 1])
             if i == 0:
                 break
-            g = torch.bmm(g, self.params[2 * i].transpose(1, 2))
+            w = self.params[2 * i]
+            g = torch.bmm(
+                g, w.transpose(1, 2), out=self._buffer(f"grad{i}", (k, batch, w.shape[1]))
+            )
             if dropout_masks:
                 g.mul_(dropout_masks[i - 1])
-            g = self.activation.backward(g, acts[i - 1])
+            self.activation.backward_(g, acts[i - 1])
         return loss
-
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits ``(K, B, C)`` from per-model inputs ``h`` ``(K, B, d)``, no dropout."""
-        for i in range(self.n_layers - 1):
-            h = self.activation.forward_(self._layer(h, i))
-        return self._layer(h, self.n_layers - 1)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
