@@ -148,7 +148,12 @@ class Audit:
         elif cfg.data.path is not None:
             from miaudit.data import load_file
 
-            ds = load_file(cfg.data.path, **cfg.data.params)
+            params = dict(cfg.data.params)
+            if cfg.mode == "model" and cfg.target is not None:
+                # The membership column is ground truth, never a feature.
+                extra = list(params.pop("extra_cols", []))
+                params["extra_cols"] = [*extra, cfg.target.member_col]
+            ds = load_file(cfg.data.path, **params)
         else:
             raise ConfigError(
                 "data: give data.name (a built-in dataset) or data.path (a file), "

@@ -171,17 +171,21 @@ def dataset_from_frame(
     id_col: str | None = None,
     feature_cols: Sequence[str] | None = None,
     n_classes: int | None = None,
+    extra_cols: Sequence[str] = (),
 ) -> Dataset:
     """A :class:`Dataset` from a table: one label column, optional id column, numeric features.
 
-    Features are ``feature_cols`` (default: every column except the label and id columns), in
-    table order. String labels are mapped to ``0..C-1`` and the mapping is kept in
+    Features are ``feature_cols`` (default: every column except the label, id and extra
+    columns), in table order. String labels are mapped to ``0..C-1`` and the mapping is kept in
     ``meta["label_names"]``. Ids are the id column, or the row positions ``0..n-1``.
+    ``extra_cols`` (e.g. a membership column for a model audit) are not features: their values
+    are kept in ``meta["columns"][name]``.
     """
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
     wanted = {"label_col": [label_col], "id_col": [id_col] if id_col else []}
     wanted["feature_cols"] = list(feature_cols) if feature_cols is not None else []
+    wanted["extra_cols"] = list(extra_cols)
     for field, cols in wanted.items():
         missing = [c for c in cols if c not in columns]
         if missing:
@@ -189,7 +193,7 @@ def dataset_from_frame(
                 f"{name}: {field} {missing} not found; columns present: {', '.join(columns)}"
             )
     if feature_cols is None:
-        feature_cols = [c for c in columns if c not in (label_col, id_col)]
+        feature_cols = [c for c in columns if c not in (label_col, id_col, *extra_cols)]
     if not feature_cols:
         raise ValidationError(f"{name}: no feature columns besides the label and id columns")
     X = _numeric_features(frame[list(feature_cols)], name)
@@ -198,6 +202,8 @@ def dataset_from_frame(
     )
     ids = frame[id_col].to_numpy() if id_col else np.arange(len(frame), dtype=np.int64)
     meta: dict[str, Any] = {"feature_names": list(feature_cols)}
+    if extra_cols:
+        meta["columns"] = {c: frame[c].to_numpy() for c in extra_cols}
     if label_names is not None:
         meta["label_names"] = label_names
     return Dataset(X=X, y=y, record_ids=ids, n_classes=c, name=name, meta=meta)
@@ -215,6 +221,7 @@ def load_csv(
     feature_cols: Sequence[str] | None = None,
     n_classes: int | None = None,
     sep: str | None = None,
+    extra_cols: Sequence[str] = (),
 ) -> Dataset:
     """A CSV (or TSV) file with a header row, a label column and numeric feature columns.
 
@@ -230,6 +237,7 @@ def load_csv(
         id_col=id_col,
         feature_cols=feature_cols,
         n_classes=n_classes,
+        extra_cols=extra_cols,
     )
     ds.meta.update(_provenance("csv", p))
     return ds
@@ -243,6 +251,7 @@ def load_parquet(
     id_col: str | None = None,
     feature_cols: Sequence[str] | None = None,
     n_classes: int | None = None,
+    extra_cols: Sequence[str] = (),
 ) -> Dataset:
     """A Parquet file with a label column and numeric feature columns (see :func:`load_csv`)."""
     p = _existing_file(path)
@@ -253,6 +262,7 @@ def load_parquet(
         id_col=id_col,
         feature_cols=feature_cols,
         n_classes=n_classes,
+        extra_cols=extra_cols,
     )
     ds.meta.update(_provenance("parquet", p))
     return ds
