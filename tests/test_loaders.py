@@ -309,3 +309,18 @@ def test_cifar100_fine_labels(tmp_path):
     _dump(bad, folder / "test")
     with pytest.raises(ValidationError, match=r"no b'fine_labels' entry"):
         load_dataset("cifar100", path=folder, split="test", allow_pickle=True)
+
+
+def test_extra_columns_are_kept_out_of_the_features(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from miaudit.data import load_file
+
+    frame = pd.DataFrame({"a": [0.5, 1.5, 2.5, 3.5], "b": [1.0, 0.0, 1.0, 0.0],
+                          "y": [0, 1, 0, 1], "is_member": [1, 0, 0, 1]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    ds = load_file(tmp_path / "t.csv", label_col="y", extra_cols=["is_member"])
+    assert ds.meta["feature_names"] == ["a", "b"]
+    assert ds.X.shape == (4, 2)
+    np.testing.assert_array_equal(ds.meta["columns"]["is_member"], [1, 0, 0, 1])
