@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from miaudit import attacks
+from miaudit._progress import progress
 from miaudit._validation import check_array
 from miaudit.attacks.base import AttackData
 from miaudit.config import AttackSpec
@@ -131,8 +132,9 @@ def score_targets(
     audit_idx: NDArray[np.int64],
     population_idx: NDArray[np.int64],
     target_outputs: NDArray | None = None,
+    quiet: bool | None = None,
 ) -> dict[str, NDArray[np.float64]]:
-    """Scores of every attack on every target.
+    """Scores of every attack on every target (a progress bar over targets on a terminal).
 
     Returns
     -------
@@ -142,7 +144,8 @@ def score_targets(
     instances = {spec.display: attacks.create(spec.name, **spec.params) for spec in specs}
     out = {label: np.empty((len(splits), audit_idx.size)) for label in instances}
     wanted = sorted({a.info.signal for a in instances.values() if a.info.signal in SIGNALS})
-    for i, split in enumerate(splits):
+    label = ", ".join(instances)
+    for i, split in enumerate(progress(splits, f"attacking ({label})", quiet=quiet)):
         data = attack_data(bank, split, keep, audit_idx, population_idx, wanted, target_outputs)
         for label, attack in instances.items():
             out[label][i] = attack.score(data)

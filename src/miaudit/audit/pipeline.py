@@ -346,9 +346,16 @@ class Audit:
             if path.is_file():
                 result[spec.display] = np.load(path)
                 continue
-            scores = score_targets(bank, keep, splits, [spec], audit_idx, pop_idx, target_outputs)[
-                spec.display
-            ]
+            scores = score_targets(
+                bank,
+                keep,
+                splits,
+                [spec],
+                audit_idx,
+                pop_idx,
+                target_outputs,
+                quiet=True if self.config.quiet else None,
+            )[spec.display]
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, scores)
             tmp.replace(path)
