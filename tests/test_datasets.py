@@ -124,6 +124,7 @@ def test_texas_like_small():
         ({"basket_size": 600}, "basket_size: 600 must be smaller than n_features=600"),
         ({"profile_size": 700}, "profile_size: 700 exceeds n_features=600"),
         ({"mixing": 0.0}, "mixing: expected a positive number"),
+        ({"mixing": "0.25"}, "mixing: expected a positive number, got '0.25'"),
         ({"noise": 1.5}, r"noise: expected a value in \[0, 1\]"),
         ({"n_classes": 1}, "n_classes: expected an integer >= 2"),
         ({"seed": None}, "seed: expected an int"),

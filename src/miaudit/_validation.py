@@ -6,6 +6,8 @@ argument and says what was expected.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -167,3 +169,99 @@ def check_probability(value: float, name: str, *, open_interval: bool = True) ->
         interval = "(0, 1)" if open_interval else "[0, 1]"
         raise ValidationError(f"{name}: expected a value in {interval}, got {value!r}")
     return v
+
+
+SeedLike = int | np.integer | np.random.Generator
+"""An explicit source of randomness: an integer seed or a :class:`numpy.random.Generator`."""
+
+
+def as_generator(seed: SeedLike, name: str = "seed") -> np.random.Generator:
+    """Return a :class:`numpy.random.Generator` for ``seed``.
+
+    Parameters
+    ----------
+    seed : int or numpy.random.Generator
+        A non-negative integer (``numpy.random.default_rng(seed)``) or a generator, returned as
+        is (so consecutive calls with one generator draw different numbers). ``None`` is refused:
+        miaudit never uses global or unseeded randomness.
+    name : str
+        Argument name for the error message.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValidationError(f"{name}: expected a non-negative integer, got {seed}")
+        return np.random.default_rng(int(seed))
+    raise ValidationError(
+        f"{name}: expected an int or a numpy.random.Generator, got {type(seed).__name__} "
+        "(pass a seed explicitly; miaudit never uses global randomness)"
+    )
+
+
+def check_count(value: object, name: str, minimum: int = 0) -> int:
+    """Return ``value`` as an int, or raise unless it is an integer ``>= minimum``.
+
+    Python and NumPy integers are accepted; booleans, floats (even whole ones) and strings are
+    not.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValidationError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValidationError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as a float, or raise unless it is a finite real number ``> 0``.
+
+    Strings are refused, even numeric ones.
+    """
+    v = float(value) if isinstance(value, numbers.Real) else math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise ValidationError(f"{name}: expected a positive number, got {value!r}")
+    return v
+
+
+def check_keep(
+    keep: ArrayLike, name: str = "keep", *, shape: tuple[int, int] | None = None
+) -> NDArray[np.bool_]:
+    """Return a keep matrix ``(n_models, n_records)`` as a new bool array.
+
+    ``keep[i, j]`` says that model ``i`` trained on record ``j``. Booleans and integers that are
+    exactly 0/1 are accepted; anything else is an error naming the problem.
+
+    Parameters
+    ----------
+    keep : array-like of shape (n_models, n_records)
+    name : str
+        Argument name for the error messages.
+    shape : tuple of int, optional
+        The exact shape required (sizes the caller took from other arrays). Without it, any
+        2-d shape with at least one model and one record.
+    """
+    arr = np.asarray(keep)
+    if shape is not None:
+        if arr.shape != tuple(shape):
+            raise ValidationError(
+                f"{name}: expected shape (n_models, n_records) = {tuple(shape)}, got {arr.shape}"
+            )
+    elif arr.ndim != 2:
+        raise ValidationError(
+            f"{name}: expected a 2-d (n_models, n_records) array, got shape {arr.shape}"
+        )
+    elif arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValidationError(
+            f"{name}: expected at least one model and one record, got {arr.shape}"
+        )
+    if arr.dtype == np.bool_:
+        return arr.copy()
+    if arr.dtype.kind in "iu":
+        bad = (arr != 0) & (arr != 1)
+        if bad.any():
+            raise ValidationError(
+                f"{name}: expected bool or 0/1 values; found {int(bad.sum())} others, "
+                f"e.g. {np.unique(arr[bad])[:5].tolist()}"
+            )
+        return arr.astype(bool)
+    raise ValidationError(f"{name}: expected a bool or 0/1 integer array, got dtype {arr.dtype}")

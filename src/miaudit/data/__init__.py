@@ -6,6 +6,7 @@ use, so that importing :mod:`miaudit.data` for its splits does not import pandas
 
 from typing import Any
 
+from miaudit._validation import SeedLike, as_generator, check_keep
 from miaudit.data.base import Dataset
 from miaudit.data.registry import (
     DATASETS,
@@ -18,9 +19,6 @@ from miaudit.data.splits import (
     MIN_RECORDS,
     DesignatedTarget,
     LeaveOneOut,
-    SeedLike,
-    as_generator,
-    check_keep,
     embed_keep,
     extend_keep_matrix,
     keep_matrix,

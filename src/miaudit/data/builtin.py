@@ -43,10 +43,15 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from miaudit._validation import check_probability
+from miaudit._validation import (
+    SeedLike,
+    as_generator,
+    check_count,
+    check_positive,
+    check_probability,
+)
 from miaudit.data.base import Dataset
 from miaudit.data.registry import register_dataset
-from miaudit.data.splits import SeedLike, _check_count, as_generator
 from miaudit.exceptions import ValidationError
 
 DIGITS_MAX_INTENSITY = 16.0
@@ -125,18 +130,17 @@ class LatentMixtureSpec:
     noise: float
 
     def __post_init__(self) -> None:
-        n_classes = _check_count(self.n_classes, "n_classes", 2)
-        _check_count(self.n_records, "n_records", n_classes)
-        d = _check_count(self.n_features, "n_features", 2)
-        _check_count(self.n_profiles, "n_profiles", 1)
-        if _check_count(self.profile_size, "profile_size", 1) > d:
+        n_classes = check_count(self.n_classes, "n_classes", 2)
+        check_count(self.n_records, "n_records", n_classes)
+        d = check_count(self.n_features, "n_features", 2)
+        check_count(self.n_profiles, "n_profiles", 1)
+        if check_count(self.profile_size, "profile_size", 1) > d:
             raise ValidationError(f"profile_size: {self.profile_size} exceeds n_features={d}")
-        if _check_count(self.basket_size, "basket_size", 1) >= d:
+        if check_count(self.basket_size, "basket_size", 1) >= d:
             raise ValidationError(
                 f"basket_size: {self.basket_size} must be smaller than n_features={d}"
             )
-        if not (np.isfinite(self.mixing) and self.mixing > 0):
-            raise ValidationError(f"mixing: expected a positive number, got {self.mixing!r}")
+        check_positive(self.mixing, "mixing")
         check_probability(self.noise, "noise", open_interval=False)
 
 

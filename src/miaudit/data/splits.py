@@ -32,47 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._validation import check_probability
+from miaudit._validation import (
+    SeedLike,
+    as_generator,
+    check_count,
+    check_keep,
+    check_probability,
+)
 from miaudit.exceptions import ValidationError
-
-SeedLike = int | np.integer | np.random.Generator
-"""An explicit source of randomness: an integer seed or a :class:`numpy.random.Generator`."""
 
 MIN_RECORDS = 2
 """Smallest number of records a split accepts: one IN and one OUT record at the very least."""
-
-
-def as_generator(seed: SeedLike, name: str = "seed") -> np.random.Generator:
-    """Return a :class:`numpy.random.Generator` for ``seed``.
-
-    Parameters
-    ----------
-    seed : int or numpy.random.Generator
-        A non-negative integer (``numpy.random.default_rng(seed)``) or a generator, returned as
-        is (so consecutive calls with one generator draw different numbers). ``None`` is refused:
-        miaudit never uses global or unseeded randomness.
-    name : str
-        Argument name for the error message.
-    """
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if seed < 0:
-            raise ValidationError(f"{name}: expected a non-negative integer, got {seed}")
-        return np.random.default_rng(int(seed))
-    raise ValidationError(
-        f"{name}: expected an int or a numpy.random.Generator, got {type(seed).__name__} "
-        "(pass a seed explicitly; miaudit never uses global randomness)"
-    )
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    """Return ``value`` as an int, or raise unless it is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValidationError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValidationError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def n_in_per_record(n_models: int, pkeep: float = 0.5) -> int:
@@ -91,7 +61,7 @@ def n_in_per_record(n_models: int, pkeep: float = 0.5) -> int:
         If the count is 0 (no model would train on any record) or ``n_models`` (no model would
         be OUT for any record): reference attacks need both.
     """
-    n_models = _check_count(n_models, "n_models", 1)
+    n_models = check_count(n_models, "n_models", 1)
     pkeep = check_probability(pkeep, "pkeep")
     k = math.floor(pkeep * n_models + 0.5)
     if k == 0 or k == n_models:
@@ -102,34 +72,6 @@ def n_in_per_record(n_models: int, pkeep: float = 0.5) -> int:
             "use more models or a pkeep nearer 0.5"
         )
     return k
-
-
-def check_keep(keep: ArrayLike, name: str = "keep") -> NDArray[np.bool_]:
-    """Return ``keep`` as a 2-d bool array ``(n_models, n_records)``.
-
-    Accepts booleans or integers that are exactly 0/1; anything else is an error naming the
-    problem.
-    """
-    arr = np.asarray(keep)
-    if arr.ndim != 2:
-        raise ValidationError(
-            f"{name}: expected a 2-d (n_models, n_records) array, got shape {arr.shape}"
-        )
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValidationError(
-            f"{name}: expected at least one model and one record, got {arr.shape}"
-        )
-    if arr.dtype == np.bool_:
-        return arr.copy()
-    if arr.dtype.kind in "iu":
-        bad = (arr != 0) & (arr != 1)
-        if bad.any():
-            raise ValidationError(
-                f"{name}: expected bool or 0/1 values; found {int(bad.sum())} others, "
-                f"e.g. {np.unique(arr[bad])[:5].tolist()}"
-            )
-        return arr.astype(bool)
-    raise ValidationError(f"{name}: expected a bool or 0/1 integer array, got dtype {arr.dtype}")
 
 
 def _ranks_along_models(u: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -167,7 +109,7 @@ def keep_matrix(
     ndarray of shape (n_models, n_records), bool
     """
     k = n_in_per_record(n_models, pkeep)
-    n_records = _check_count(n_records, "n_records", MIN_RECORDS)
+    n_records = check_count(n_records, "n_records", MIN_RECORDS)
     rng = as_generator(seed)
     u = rng.uniform(0.0, 1.0, size=(n_models, n_records))
     return np.argsort(u, axis=0) < k
@@ -195,8 +137,8 @@ def paired_keep_matrix(n_pairs: int, n_records: int, seed: SeedLike) -> NDArray[
     -------
     ndarray of shape (2 · n_pairs, n_records), bool
     """
-    n_pairs = _check_count(n_pairs, "n_pairs", 1)
-    n_records = _check_count(n_records, "n_records", MIN_RECORDS)
+    n_pairs = check_count(n_pairs, "n_pairs", 1)
+    n_records = check_count(n_records, "n_records", MIN_RECORDS)
     rng = as_generator(seed)
     u = rng.uniform(0.0, 1.0, size=(n_pairs, n_records))
     rank = np.argsort(np.argsort(u, axis=1), axis=1)
@@ -241,7 +183,7 @@ def extend_keep_matrix(
         (``r_j < 0``) or would need more than ``M'`` new ones (``r_j > M'``).
     """
     old = check_keep(keep)
-    n_new = _check_count(n_new_models, "n_new_models", 1)
+    n_new = check_count(n_new_models, "n_new_models", 1)
     n_old, n_records = old.shape
     k = n_in_per_record(n_old + n_new, pkeep)
     need = k - old.sum(axis=0)
@@ -290,7 +232,7 @@ def embed_keep(keep: ArrayLike, columns: ArrayLike, n_records: int) -> NDArray[n
         model.
     """
     sub = check_keep(keep)
-    n_records = _check_count(n_records, "n_records", 1)
+    n_records = check_count(n_records, "n_records", 1)
     cols = _check_indices(columns, "columns", n_records)
     if cols.size != sub.shape[1]:
         raise ValidationError(
@@ -326,8 +268,8 @@ def population_split(
     population_idx : ndarray of shape (n_population,), int64, sorted
         Disjoint; together they are ``0..n_records-1``.
     """
-    n_records = _check_count(n_records, "n_records", MIN_RECORDS)
-    n_population = _check_count(n_population, "n_population", 1)
+    n_records = check_count(n_records, "n_records", MIN_RECORDS)
+    n_population = check_count(n_population, "n_population", 1)
     if n_records - n_population < MIN_RECORDS:
         raise ValidationError(
             f"population_split: data set too small: n_population={n_population} of "
@@ -406,7 +348,7 @@ class LeaveOneOut:
 
     def membership(self, target: int) -> NDArray[np.bool_]:
         """Ground-truth membership ``(N,)`` of the records in target ``target``."""
-        t = _check_count(target, "target", 0)
+        t = check_count(target, "target", 0)
         if t >= len(self):
             raise ValidationError(f"target: index {t} is out of range for {len(self)} models")
         return self.keep[t].copy()
@@ -457,7 +399,7 @@ class DesignatedTarget:
 
     def keep_row(self, n_records: int) -> NDArray[np.bool_]:
         """The target's row of a keep matrix over ``n_records`` records (True at ``members``)."""
-        n_records = _check_count(n_records, "n_records", MIN_RECORDS)
+        n_records = check_count(n_records, "n_records", MIN_RECORDS)
         for name, idx in (("members", self.members), ("non_members", self.non_members)):
             if idx.max() >= n_records:
                 raise ValidationError(
