@@ -291,7 +291,8 @@ def test_missing_out_references_counted_offline():
         (lambda t, r, k: (t[:-1], r, k), r"reference: expected shape \(n_references, 9, 2\)"),
         (lambda t, r, k: (t, r[..., :1], k), "to match target"),
         (lambda t, r, k: (t, r, k[:, :-1]), r"keep: expected shape"),
-        (lambda t, r, k: (t, r, k.astype(float) * 0.5), "keep: expected a boolean"),
+        (lambda t, r, k: (t, r, k.astype(float) * 0.5), "keep: expected a bool or 0/1 integer"),
+        (lambda t, r, k: (t, r, k.astype(int) * 2), "keep: expected bool or 0/1 values"),
         (lambda t, r, k: (np.where(t > 0, np.nan, t), r, k), "target: contains .* NaN"),
         (lambda t, r, k: (t, np.where(r > 1, np.inf, r), k), "reference: contains .* infinite"),
         (lambda t, r, k: (t[None], r, k), "target: expected an array with 1 or 2 dimensions"),
@@ -321,6 +322,8 @@ def test_fit_gaussians_errors():
     _, ref, keep = _data(m=6, n=5, q=1)
     with pytest.raises(ValidationError, match="missing: expected 'error' or 'column_mean'"):
         fit_gaussians(ref, keep, missing="drop")
+    with pytest.raises(ValidationError, match=r"mask: expected shape \(n_models, n_records\)"):
+        fit_gaussians(ref, keep[:, :-1])
     keep[:, 0] = False
     with pytest.raises(MissingRequirementError, match="1 of 5 records have no reference signal"):
         fit_gaussians(ref, keep)

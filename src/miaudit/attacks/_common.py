@@ -23,8 +23,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._validation import check_array
-from miaudit.attacks.base import _check_keep
+from miaudit._validation import check_array, check_keep
 from miaudit.exceptions import MissingRequirementError, ValidationError
 
 Side = Literal["in", "out"]
@@ -77,7 +76,7 @@ def check_reference_signals(
         )
     if ref.shape[0] == 0:
         raise MissingRequirementError("reference: needs at least one reference model, got 0")
-    return tgt, ref, _check_keep(keep, ref.shape[0], ref.shape[1])
+    return tgt, ref, check_keep(keep, shape=ref.shape[:2])
 
 
 def side_mask(keep: NDArray[np.bool_], side: Side) -> NDArray[np.bool_]:

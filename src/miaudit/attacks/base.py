@@ -32,7 +32,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._validation import check_array, check_labels
+from miaudit._validation import check_array, check_keep, check_labels
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.signals import OutputKind, compute_signal
 
@@ -121,7 +121,7 @@ class AttackData:
                     f"to match target, got {self.references.shape}"
                 )
         if self.keep is not None:
-            self.keep = _check_keep(self.keep, self.n_references, self.n_records)
+            self.keep = check_keep(self.keep, shape=(self.n_references, self.n_records))
         if self.population_target is not None or self.population_references is not None:
             if self.population_labels is None:
                 raise ValidationError("population_labels: required with population outputs")
@@ -151,7 +151,7 @@ class AttackData:
                 lead = 2 if str(part).endswith("references") else 1
                 data.set_signal(name, part, a[..., None] if a.ndim == lead else a)
         if keep is not None:
-            data.keep = _check_keep(keep, data.n_references, data.n_records)
+            data.keep = check_keep(keep, shape=(data.n_references, data.n_records))
         return data
 
     # ------------------------------------------------------------------ sizes
@@ -241,19 +241,6 @@ class AttackData:
                 f"attack {info.name!r} needs population records (never in any model's training "
                 "set), but none were given"
             )
-
-
-def _check_keep(keep: ArrayLike, m: int, n: int) -> NDArray[np.bool_]:
-    arr = np.asarray(keep)
-    if arr.dtype != np.bool_:
-        if arr.dtype.kind not in "iu" or np.any((arr != 0) & (arr != 1)):
-            raise ValidationError(f"keep: expected a boolean (m, n) matrix, got dtype {arr.dtype}")
-        arr = arr.astype(bool)
-    if arr.shape != (m, n):
-        raise ValidationError(
-            f"keep: expected shape (n_references, n_records) = ({m}, {n}), got {arr.shape}"
-        )
-    return arr
 
 
 class Attack(ABC):

@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_ndtr
 
+from miaudit._validation import check_keep
 from miaudit.attacks import register
 from miaudit.attacks._common import (
     Side,
@@ -55,7 +56,7 @@ from miaudit.attacks._common import (
     side_mask,
     side_stats,
 )
-from miaudit.attacks.base import Attack, AttackData, AttackInfo, _check_keep
+from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.registry import Registry
 
@@ -249,7 +250,7 @@ def fit_gaussians(
     GaussianFit
     """
     ref = as_queries(reference, "reference", 2)
-    sel = _check_keep(mask, ref.shape[0], ref.shape[1])
+    sel = check_keep(mask, "mask", shape=ref.shape[:2])
     if missing not in ("error", "column_mean"):
         raise ValidationError(f"missing: expected 'error' or 'column_mean', got {missing!r}")
     refs = _References(ref, sel)

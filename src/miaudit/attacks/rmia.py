@@ -40,6 +40,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from miaudit._validation import check_keep
 from miaudit.attacks import register
 from miaudit.attacks._common import (
     as_queries,
@@ -47,7 +48,7 @@ from miaudit.attacks._common import (
     masked_mean,
     require_references,
 )
-from miaudit.attacks.base import Attack, AttackData, AttackInfo, _check_keep
+from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.metrics import auc
 from miaudit.registry import Registry
@@ -271,7 +272,7 @@ def tune_rmia_a(
         The chosen :math:`a`.
     """
     ref = as_queries(reference, "reference", 2)
-    kp = _check_keep(keep, ref.shape[0], ref.shape[1])
+    kp = check_keep(keep, shape=ref.shape[:2])
     _check_probabilities(ref, "reference")
     pr = _check_population_reference(population_reference, ref.shape[0], ref.shape[2])
     gamma = _check_gamma(gamma)

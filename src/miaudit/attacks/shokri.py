@@ -33,9 +33,9 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit._validation import check_array, check_labels
+from miaudit._validation import check_array, check_keep, check_labels
 from miaudit.attacks import register
-from miaudit.attacks.base import Attack, AttackData, AttackInfo, _check_keep
+from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.registry import Registry
 from miaudit.signals import OutputKind, log_probabilities
@@ -202,7 +202,7 @@ def shokri_scores(
             f"reference_outputs: expected shape (m, {', '.join(map(str, tgt.shape))}) to match "
             f"target_outputs, got {ref.shape}"
         )
-    kp = _check_keep(keep, ref.shape[0], ref.shape[1])
+    kp = check_keep(keep, shape=ref.shape[:2])
     lab = check_labels(labels, tgt.shape[-1])
     if lab.shape != (tgt.shape[0],):
         raise ValidationError(f"labels: expected shape ({tgt.shape[0]},), got {lab.shape}")
