@@ -127,8 +127,12 @@ def test_registered_shokri_without_outputs():
     ("kwargs", "exc", "match"),
     [
         ({"meta_model": "svm"}, UnknownNameError, "Valid meta-models: gradient_boosting"),
-        ({"top_k": 0}, ValidationError, "top_k: expected a positive integer"),
-        ({"max_train_per_class": 1}, ValidationError, "max_train_per_class: expected an integer"),
+        ({"top_k": 0}, ValidationError, "top_k: expected an integer >= 1, got 0"),
+        (
+            {"max_train_per_class": 1},
+            ValidationError,
+            "max_train_per_class: expected an integer >= 2",
+        ),
     ],
 )
 def test_shokri_bad_parameters(kwargs, exc, match):
@@ -151,6 +155,8 @@ def test_shokri_bad_inputs():
         shokri_scores(target, refs, keep, labels[:5])
     with pytest.raises(MissingRequirementError, match="no OUT"):
         shokri_scores(target, refs, np.ones_like(keep), labels)
+    with pytest.raises(ValidationError, match=r"seed: expected an int or a numpy\.random"):
+        shokri_scores(target, refs, keep, labels, seed=None)
     with pytest.raises(ValidationError, match="reference_outputs: contains 1 NaN"):
         refs[0, 0, 0, 0] = np.nan
         shokri_scores(target, refs, keep, labels)
@@ -241,7 +247,7 @@ def test_risk_score_errors():
     target, ref, keep, labels, _ = _mentr_data(n=30)
     with pytest.raises(ValidationError, match="log_bins: logarithmic bins need non-negative"):
         privacy_risk_scores(target - 5, ref, keep, labels)
-    with pytest.raises(ValidationError, match="n_bins: expected a positive integer"):
+    with pytest.raises(ValidationError, match="n_bins: expected an integer >= 1, got 0"):
         privacy_risk_scores(target, ref, keep, labels, n_bins=0)
     with pytest.raises(ValidationError, match=r"prior: expected a value in \(0, 1\)"):
         privacy_risk_scores(target, ref, keep, labels, prior=1.0)
@@ -249,5 +255,5 @@ def test_risk_score_errors():
         privacy_risk_scores(target, ref, keep, labels[:3])
     with pytest.raises(MissingRequirementError, match="no IN signal"):
         privacy_risk_scores(target, ref, np.zeros_like(keep), labels)
-    with pytest.raises(ValidationError, match="n_bins: expected a positive integer"):
+    with pytest.raises(ValidationError, match=r"n_bins: expected an integer, got float 2\.5"):
         attacks.create("privacy_risk_score", n_bins=2.5)

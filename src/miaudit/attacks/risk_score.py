@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._validation import check_probability
+from miaudit._validation import check_count, check_probability
 from miaudit.attacks import register
 from miaudit.attacks._common import check_reference_signals
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
@@ -102,13 +102,6 @@ class RiskHistogram:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), prior)
 
 
-def _check_n_bins(n_bins: int) -> int:
-    ok = isinstance(n_bins, (int, np.integer)) and not isinstance(n_bins, bool) and n_bins >= 1
-    if not ok:
-        raise ValidationError(f"n_bins: expected a positive integer, got {n_bins!r}")
-    return int(n_bins)
-
-
 def privacy_risk_scores(
     target: ArrayLike,
     reference: ArrayLike,
@@ -146,7 +139,7 @@ def privacy_risk_scores(
     lab = np.asarray(labels)
     if lab.shape != (tgt.shape[0],):
         raise ValidationError(f"labels: expected shape ({tgt.shape[0]},), got {lab.shape}")
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_count(n_bins, "n_bins", 1)
     prior = check_probability(prior, "prior")
     x, r = tgt.mean(axis=1), ref.mean(axis=2)
     if log_bins:
@@ -193,7 +186,7 @@ class PrivacyRiskScoreAttack(Attack):
     def __init__(
         self, n_bins: int = DEFAULT_N_BINS, log_bins: bool = True, prior: float = DEFAULT_PRIOR
     ) -> None:
-        self.n_bins = _check_n_bins(n_bins)
+        self.n_bins = check_count(n_bins, "n_bins", 1)
         self.log_bins = bool(log_bins)
         self.prior = check_probability(prior, "prior")
 

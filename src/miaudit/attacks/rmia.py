@@ -40,7 +40,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._validation import check_keep
+from miaudit._validation import check_count, check_keep, check_positive, check_probability
 from miaudit.attacks import register
 from miaudit.attacks._common import (
     as_queries,
@@ -88,23 +88,6 @@ def _check_probabilities(x: NDArray[np.float64], name: str) -> None:
             f"{name}: RMIA needs probabilities in [0, 1] (the true-class confidence); found "
             f"values in [{x.min():.4g}, {x.max():.4g}]"
         )
-
-
-def _check_gamma(gamma: float) -> float:
-    g = float(gamma)
-    if not (np.isfinite(g) and g > 0):
-        raise ValidationError(f"gamma: expected a positive number, got {gamma!r}")
-    return g
-
-
-def _check_a(a: float, name: str = "a") -> float:
-    try:
-        value = float(a)
-    except (TypeError, ValueError):
-        raise ValidationError(f"{name}: expected a number in [0, 1], got {a!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValidationError(f"{name}: expected a value in [0, 1], got {a!r}")
-    return value
 
 
 def _offline_marginal(p_out: NDArray[np.float64], a: float) -> NDArray[np.float64]:
@@ -223,7 +206,8 @@ def rmia_scores(
     _check_probabilities(tgt, "target")
     _check_probabilities(ref, "reference")
     pt, pr = _check_population(population_target, population_reference, *ref.shape[::2])
-    gamma, a = _check_gamma(gamma), _check_a(a)
+    gamma = check_positive(gamma, "gamma")
+    a = check_probability(a, "a", open_interval=False)
     combine = VOTES.get(vote)
     if online:
         px, pz = ref.mean(axis=0), pr.mean(axis=0)
@@ -275,8 +259,8 @@ def tune_rmia_a(
     kp = check_keep(keep, shape=ref.shape[:2])
     _check_probabilities(ref, "reference")
     pr = _check_population_reference(population_reference, ref.shape[0], ref.shape[2])
-    gamma = _check_gamma(gamma)
-    candidates = [_check_a(a, "grid") for a in grid]
+    gamma = check_positive(gamma, "gamma")
+    candidates = [check_probability(a, "grid", open_interval=False) for a in grid]
     if not candidates:
         raise ValidationError("grid: needs at least one candidate value of a")
     combine = VOTES.get(vote)
@@ -285,15 +269,14 @@ def tune_rmia_a(
         raise MissingRequirementError(
             f"tune_rmia_a: needs at least 2 reference models (one plays the target), got {m}"
         )
-    if int(max_targets) < 1:
-        raise ValidationError(f"max_targets: expected a positive integer, got {max_targets!r}")
+    max_targets = check_count(max_targets, "max_targets", 1)
     out_w = (~kp).astype(np.float64)
     out_sum = np.einsum("mn,mnq->nq", out_w, ref)
     out_count = out_w.sum(axis=0)
     pop_sum = pr.sum(axis=0)
     total = np.zeros(len(candidates))
     turns = 0
-    for i in range(min(m, int(max_targets))):
+    for i in range(min(m, max_targets)):
         labels = kp[i]
         count = out_count - out_w[i]
         usable = count > 0
@@ -318,7 +301,7 @@ class _RmiaBase(Attack):
     online: ClassVar[bool]
 
     def __init__(self, gamma: float = DEFAULT_GAMMA, vote: str = "mean") -> None:
-        self.gamma = _check_gamma(gamma)
+        self.gamma = check_positive(gamma, "gamma")
         VOTES.get(vote)
         self.vote = vote
 
@@ -376,7 +359,7 @@ class RmiaOfflineAttack(_RmiaBase):
         super().__init__(gamma=gamma, vote=vote)
         if isinstance(a, str) and a != "auto":
             raise ValidationError(f"a: expected a number in [0, 1] or 'auto', got {a!r}")
-        self.a = a if a == "auto" else _check_a(a)
+        self.a = a if a == "auto" else check_probability(a, "a", open_interval=False)
 
     def _a(self, data: AttackData) -> float:
         if self.a != "auto":

@@ -33,7 +33,14 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit._validation import check_array, check_keep, check_labels
+from miaudit._validation import (
+    SeedLike,
+    as_generator,
+    check_array,
+    check_count,
+    check_keep,
+    check_labels,
+)
 from miaudit.attacks import register
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import MissingRequirementError, ValidationError
@@ -55,6 +62,8 @@ MAX_TRAIN_PER_CLASS = 20_000
 MLP_HIDDEN = 64
 #: Iterations of the logistic regression and MLP solvers.
 MAX_ITER = 500
+#: Fewest training rows a meta-classifier may be limited to: one IN and one OUT.
+MIN_TRAIN_PER_CLASS = 2
 
 PAPER = (
     "Shokri, Stronati, Song, Shmatikov. Membership Inference Attacks Against Machine Learning "
@@ -107,27 +116,9 @@ def sorted_probability_features(
     if arr.ndim < 2:
         raise ValidationError(f"outputs: expected shape (..., q, C), got {arr.shape}")
     probs = np.exp(log_probabilities(arr, kind=kind))
-    k = probs.shape[-1] if top_k is None else _check_top_k(top_k, probs.shape[-1])
+    k = probs.shape[-1] if top_k is None else min(check_count(top_k, "top_k", 1), probs.shape[-1])
     feats = -np.sort(-probs, axis=-1)[..., :k]
     return feats.reshape(*feats.shape[:-2], -1)
-
-
-def _is_count(value: object, minimum: int) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
-
-
-def _check_max_train(max_train_per_class: int) -> int:
-    if not _is_count(max_train_per_class, 2):
-        raise ValidationError(
-            f"max_train_per_class: expected an integer >= 2, got {max_train_per_class!r}"
-        )
-    return int(max_train_per_class)
-
-
-def _check_top_k(top_k: int, n_classes: int) -> int:
-    if not _is_count(top_k, 1):
-        raise ValidationError(f"top_k: expected a positive integer, got {top_k!r}")
-    return min(int(top_k), n_classes)
 
 
 def _all_pairs(shape: tuple[int, int]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -167,7 +158,7 @@ def shokri_scores(
     meta_model: str = "logistic_regression",
     top_k: int | None = None,
     max_train_per_class: int = MAX_TRAIN_PER_CLASS,
-    seed: int | np.random.Generator = 0,
+    seed: SeedLike = 0,
 ) -> NDArray[np.float64]:
     """Shokri et al. (S&P 2017) shadow-model attack with per-class meta-classifiers.
 
@@ -211,10 +202,10 @@ def shokri_scores(
         raise MissingRequirementError(
             f"Shokri attack: the reference models have no {side} (model, record) pair to learn from"
         )
-    _check_max_train(max_train_per_class)
+    max_rows = check_count(max_train_per_class, "max_train_per_class", MIN_TRAIN_PER_CLASS)
     if top_k is not None:
-        _check_top_k(top_k, tgt.shape[-1])
-    rng = np.random.default_rng(seed)
+        check_count(top_k, "top_k", 1)
+    rng = as_generator(seed)
 
     def features(outputs: NDArray) -> NDArray[np.float64]:
         return sorted_probability_features(outputs, kind=kind, top_k=top_k)
@@ -236,7 +227,7 @@ def shokri_scores(
             kp,
             target_feats[records],
             features,
-            int(max_train_per_class),
+            max_rows,
             rng,
         )
     if fallback:
@@ -249,7 +240,7 @@ def shokri_scores(
             kp,
             target_feats[records],
             features,
-            int(max_train_per_class),
+            max_rows,
             rng,
         )
     return scores
@@ -277,10 +268,12 @@ class ShokriAttack(Attack):
     ) -> None:
         META_MODELS.get(meta_model)
         if top_k is not None:
-            _check_top_k(top_k, top_k)
+            check_count(top_k, "top_k", 1)
         self.meta_model = meta_model
         self.top_k = top_k
-        self.max_train_per_class = _check_max_train(max_train_per_class)
+        self.max_train_per_class = check_count(
+            max_train_per_class, "max_train_per_class", MIN_TRAIN_PER_CLASS
+        )
         self.seed = seed
 
     def _score(self, data: AttackData) -> NDArray[np.float64]:
