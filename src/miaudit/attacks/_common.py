@@ -32,11 +32,13 @@ __all__ = [
     "SideStats",
     "as_queries",
     "check_reference_signals",
+    "has_in_and_out",
     "interpolated_rank",
     "masked_mean",
     "masked_median",
     "masked_sum",
     "references_by_record",
+    "require_in_and_out",
     "require_references",
     "side_mask",
     "side_stats",
@@ -101,6 +103,22 @@ def require_references(
             f"{int(counts.min())}); train more reference models or use a variant that does not "
             f"need {what} references"
         )
+
+
+def has_in_and_out(keep: NDArray[np.bool_]) -> bool:
+    """True when ``keep`` holds at least one IN (True) and one OUT (False) entry."""
+    return bool(keep.any()) and not bool(keep.all())
+
+
+def require_in_and_out(keep: NDArray[np.bool_], attack: str, what: str) -> None:
+    """Raise :class:`MissingRequirementError` unless ``keep`` holds IN and OUT entries.
+
+    For attacks that learn from the reference models' IN and OUT signals pooled over records;
+    the message reads ``"{attack}: the reference models have no {IN|OUT} {what}"``.
+    """
+    if not has_in_and_out(keep):
+        side = "OUT" if keep.all() else "IN"
+        raise MissingRequirementError(f"{attack}: the reference models have no {side} {what}")
 
 
 def masked_sum(x: NDArray[np.float64], weight: NDArray[np.float64]) -> NDArray[np.float64]:

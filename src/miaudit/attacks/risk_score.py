@@ -30,9 +30,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from miaudit._validation import check_count, check_probability
 from miaudit.attacks import register
-from miaudit.attacks._common import check_reference_signals
+from miaudit.attacks._common import check_reference_signals, require_in_and_out
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
-from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.exceptions import ValidationError
 
 __all__ = [
     "DEFAULT_N_BINS",
@@ -150,11 +150,7 @@ def privacy_risk_scores(
                 "pass log_bins=False"
             )
         x, r = np.maximum(x, LOG_BIN_FLOOR), np.maximum(r, LOG_BIN_FLOOR)
-    if kp.all() or not kp.any():
-        side = "OUT" if kp.all() else "IN"
-        raise MissingRequirementError(
-            f"privacy risk score: the reference models have no {side} signal to histogram"
-        )
+    require_in_and_out(kp, "privacy risk score", "signal to histogram")
     pooled: RiskHistogram | None = None
     scores = np.empty(x.size)
     for c in np.unique(lab):

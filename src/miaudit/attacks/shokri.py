@@ -42,8 +42,9 @@ from miaudit._validation import (
     check_labels,
 )
 from miaudit.attacks import register
+from miaudit.attacks._common import has_in_and_out, require_in_and_out
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
-from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
 from miaudit.signals import OutputKind, log_probabilities
 
@@ -121,24 +122,20 @@ def sorted_probability_features(
     return feats.reshape(*feats.shape[:-2], -1)
 
 
-def _all_pairs(shape: tuple[int, int]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Row and column indices of every entry of a matrix of ``shape``."""
-    rows, cols = np.indices(shape)
-    return rows.ravel(), cols.ravel()
-
-
 def _fit_predict(
     factory: MetaFactory,
-    rows: tuple[NDArray[np.int64], NDArray[np.int64]],
     reference: NDArray,
     keep: NDArray[np.bool_],
+    train_records: NDArray[np.int64],
     target_features: NDArray[np.float64],
     features: Callable[[NDArray], NDArray[np.float64]],
     max_rows: int,
     rng: np.random.Generator,
 ) -> NDArray[np.float64]:
-    """Fit a meta-classifier on (at most ``max_rows`` of) the reference rows; P(member)."""
-    models, records = rows
+    """Fit a meta-classifier on the (reference model, record) rows of ``train_records``, at
+    most ``max_rows`` of them drawn without replacement; P(member) of ``target_features``."""
+    models, idx = np.indices((keep.shape[0], train_records.size)).reshape(2, -1)
+    records = train_records[idx]
     if models.size > max_rows:
         pick = np.sort(rng.choice(models.size, size=max_rows, replace=False))
         models, records = models[pick], records[pick]
@@ -197,11 +194,7 @@ def shokri_scores(
     lab = check_labels(labels, tgt.shape[-1])
     if lab.shape != (tgt.shape[0],):
         raise ValidationError(f"labels: expected shape ({tgt.shape[0]},), got {lab.shape}")
-    if kp.all() or not kp.any():
-        side = "OUT" if kp.all() else "IN"
-        raise MissingRequirementError(
-            f"Shokri attack: the reference models have no {side} (model, record) pair to learn from"
-        )
+    require_in_and_out(kp, "Shokri attack", "(model, record) pair to learn from")
     max_rows = check_count(max_train_per_class, "max_train_per_class", MIN_TRAIN_PER_CLASS)
     if top_k is not None:
         check_count(top_k, "top_k", 1)
@@ -210,38 +203,22 @@ def shokri_scores(
     def features(outputs: NDArray) -> NDArray[np.float64]:
         return sorted_probability_features(outputs, kind=kind, top_k=top_k)
 
-    target_feats = features(tgt)
-    scores = np.empty(tgt.shape[0])
-    fallback = []
+    # (records scored, records whose reference rows train their meta-classifier)
+    groups: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []
+    pooled = []
     for c in np.unique(lab):
         records = np.flatnonzero(lab == c)
-        sub = kp[:, records]
-        if sub.all() or not sub.any():
-            fallback.append(records)
-            continue
-        models, idx = _all_pairs(sub.shape)
-        scores[records] = _fit_predict(
-            factory,
-            (models, records[idx]),
-            ref,
-            kp,
-            target_feats[records],
-            features,
-            max_rows,
-            rng,
-        )
-    if fallback:
-        records = np.concatenate(fallback)
-        models, idx = _all_pairs(kp.shape)
-        scores[records] = _fit_predict(
-            factory,
-            (models, idx),
-            ref,
-            kp,
-            target_feats[records],
-            features,
-            max_rows,
-            rng,
+        if has_in_and_out(kp[:, records]):
+            groups.append((records, records))
+        else:
+            pooled.append(records)
+    if pooled:
+        groups.append((np.concatenate(pooled), np.arange(kp.shape[1])))
+    target_feats = features(tgt)
+    scores = np.empty(tgt.shape[0])
+    for scored, train in groups:
+        scores[scored] = _fit_predict(
+            factory, ref, kp, train, target_feats[scored], features, max_rows, rng
         )
     return scores
 
