@@ -36,6 +36,7 @@ __all__ = [
     "interpolated_rank",
     "masked_mean",
     "masked_median",
+    "masked_sorted",
     "masked_sum",
     "references_by_record",
     "require_in_and_out",
@@ -157,6 +158,32 @@ def references_by_record(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 
+def masked_sorted(
+    x: NDArray[np.float64],
+    mask: NDArray[np.bool_],
+    by_record: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """The references selected by ``mask`` in increasing order, per record and query.
+
+    Parameters
+    ----------
+    x : ndarray of shape (m, n, q)
+    mask : ndarray of shape (m, n), bool
+    by_record : ndarray of shape (n, q, m), optional
+        :func:`references_by_record` of ``x`` when already computed.
+
+    Returns
+    -------
+    ndarray of shape (n, q, m)
+        Row ``[j, k]`` holds the selected signals of record ``j``, query ``k``, sorted, then
+        ``+inf`` for every unselected reference.
+    """
+    rows = np.moveaxis(x, 0, -1) if by_record is None else by_record
+    rows = np.where(mask.T[:, None, :], rows, np.inf)
+    rows.sort(axis=-1)
+    return rows
+
+
 def masked_median(
     x: NDArray[np.float64],
     mask: NDArray[np.bool_],
@@ -164,15 +191,12 @@ def masked_median(
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Median over the references selected by ``mask``, per record and query.
 
-    Unselected entries are set to ``+inf`` and every (record, query) row is sorted once; the
-    median of ``k`` values is the mean of the sorted values at positions ``(k - 1) // 2`` and
-    ``k // 2`` (``numpy.median``'s definition). Shapes as in :func:`masked_mean`;
-    ``by_record`` may pass :func:`references_by_record` of ``x`` when already computed.
+    Every (record, query) row of :func:`masked_sorted` is read at positions ``(k - 1) // 2``
+    and ``k // 2`` of its ``k`` selected values, whose mean is the median (``numpy.median``'s
+    definition). Shapes as in :func:`masked_mean`; ``by_record`` as in :func:`masked_sorted`.
     """
     count = mask.sum(axis=0)
-    rows = references_by_record(x) if by_record is None else by_record
-    rows = np.where(mask.T[:, None, :], rows, np.inf)
-    rows.sort(axis=-1)
+    rows = masked_sorted(x, mask, by_record)
     safe = np.maximum(count, 1)[:, None, None]
     lo = np.take_along_axis(rows, np.broadcast_to((safe - 1) // 2, (*rows.shape[:2], 1)), -1)
     hi = np.take_along_axis(rows, np.broadcast_to(safe // 2, (*rows.shape[:2], 1)), -1)

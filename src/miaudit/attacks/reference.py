@@ -35,6 +35,7 @@ from miaudit.attacks._common import (
     check_reference_signals,
     interpolated_rank,
     masked_mean,
+    masked_sorted,
     require_references,
 )
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
@@ -78,8 +79,7 @@ def attack_r_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) ->
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "out", "Attack-R")
     out = ~kp
-    rows = np.where(out.T[:, None, :], np.moveaxis(ref, 0, -1), np.inf)  # (n, q, m)
-    rows.sort(axis=-1)
+    rows = masked_sorted(ref, out)  # (n, q, m)
     below = np.count_nonzero(rows < tgt[..., None], axis=-1)
     rank = interpolated_rank(
         tgt,
