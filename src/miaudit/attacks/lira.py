@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -166,15 +166,13 @@ def _global_std(stats: SideStats, center: NDArray[np.float64]) -> float:
     \bar x)^2 + k (\bar x - c)^2`.
     """
     sel = stats.count >= MIN_SAMPLES_PER_RECORD_STD
-    if not sel.any():
+    raw = not sel.any()  # no record has that many: the std of the raw signals
+    if raw:
         sel = stats.count > 0
     k = stats.count[sel, None].astype(np.float64)
     mean = stats.mean[sel]
     total = float(k.sum()) * mean.shape[1]
-    if not (stats.count >= MIN_SAMPLES_PER_RECORD_STD).any():
-        c: NDArray[np.float64] | float = float((k * mean).sum()) / total  # grand mean
-    else:
-        c = center[sel]
+    c = float((k * mean).sum()) / total if raw else center[sel]  # grand mean if raw
     e = mean - c
     first = float((k * e).sum()) / total
     second = float((stats.sq_dev[sel] + k * e * e).sum()) / total
@@ -363,14 +361,29 @@ def lira_scores(
     return llr.mean(axis=1)
 
 
-def _check_options(center: str, variance: str, offline_test: str = "one_sided") -> None:
-    CENTERS.get(center)
-    resolve_variance(variance, GLOBAL_VARIANCE_BELOW)
-    OFFLINE_TESTS.get(offline_test)
+class _LiraBase(Attack):
+    """A registered LiRA: :func:`lira_scores` with the attack's :meth:`params` as options."""
+
+    online: ClassVar[bool]
+
+    def __init__(self, center: str = "median", variance: str = "auto") -> None:
+        CENTERS.get(center)
+        resolve_variance(variance, GLOBAL_VARIANCE_BELOW)
+        self.center = center
+        self.variance = variance
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return lira_scores(
+            data.signal(SIGNAL, "target"),
+            data.signal(SIGNAL, "references"),
+            np.asarray(data.keep),
+            online=self.online,
+            **self.params(),  # type: ignore[arg-type]
+        )
 
 
 @register("lira")
-class LiraAttack(Attack):
+class LiraAttack(_LiraBase):
     """Online LiRA. Parameters: ``center`` ("median" | "mean"), ``variance`` ("auto" |
     "per_record" | "global"); see :func:`lira_scores`."""
 
@@ -383,25 +396,11 @@ class LiraAttack(Attack):
         needs_in_references=True,
         needs_out_references=True,
     )
-
-    def __init__(self, center: str = "median", variance: str = "auto") -> None:
-        _check_options(center, variance)
-        self.center = center
-        self.variance = variance
-
-    def _score(self, data: AttackData) -> NDArray[np.float64]:
-        return lira_scores(
-            data.signal(SIGNAL, "target"),
-            data.signal(SIGNAL, "references"),
-            np.asarray(data.keep),
-            online=True,
-            center=self.center,
-            variance=self.variance,
-        )
+    online = True
 
 
 @register("lira_offline")
-class LiraOfflineAttack(Attack):
+class LiraOfflineAttack(_LiraBase):
     """Offline LiRA (OUT references only). Parameters: ``center``, ``variance``,
     ``offline_test`` ("one_sided" | "two_sided"); see :func:`lira_scores`."""
 
@@ -413,22 +412,11 @@ class LiraOfflineAttack(Attack):
         needs_references=True,
         needs_out_references=True,
     )
+    online = False
 
     def __init__(
         self, center: str = "median", variance: str = "auto", offline_test: str = "one_sided"
     ) -> None:
-        _check_options(center, variance, offline_test)
-        self.center = center
-        self.variance = variance
+        super().__init__(center, variance)
+        OFFLINE_TESTS.get(offline_test)
         self.offline_test = offline_test
-
-    def _score(self, data: AttackData) -> NDArray[np.float64]:
-        return lira_scores(
-            data.signal(SIGNAL, "target"),
-            data.signal(SIGNAL, "references"),
-            np.asarray(data.keep),
-            online=False,
-            center=self.center,
-            variance=self.variance,
-            offline_test=self.offline_test,
-        )
