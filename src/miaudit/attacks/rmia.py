@@ -46,6 +46,7 @@ from miaudit.attacks._common import (
     as_queries,
     check_reference_signals,
     masked_mean,
+    masked_sum,
     require_references,
 )
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
@@ -271,7 +272,7 @@ def tune_rmia_a(
         )
     max_targets = check_count(max_targets, "max_targets", 1)
     out_w = (~kp).astype(np.float64)
-    out_sum = np.einsum("mn,mnq->nq", out_w, ref)
+    out_sum = masked_sum(ref, out_w)
     out_count = out_w.sum(axis=0)
     pop_sum = pr.sum(axis=0)
     total = np.zeros(len(candidates))
