@@ -209,6 +209,9 @@ def test_texas100_errors(tmp_path):
         load_dataset("texas100", path=tmp_path)
     with pytest.raises(ValidationError, match="path: no such directory"):
         load_dataset("texas100", path=tmp_path / "missing")
+    (tmp_path / "feats").write_text("1,0\n")
+    with pytest.raises(ValidationError, match="path: is a file, expected a directory"):
+        load_dataset("texas100", path=tmp_path / "feats")
     _write_texas(tmp_path / "t", np.ones((3, 4), dtype=int), np.array([1, 2]))
     with pytest.raises(ValidationError, match="3 feature rows but 2 labels"):
         load_dataset("texas100", path=tmp_path / "t")

@@ -23,7 +23,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -69,20 +69,18 @@ def register_format(*suffixes: str) -> Callable[[FileLoader], FileLoader]:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _existing_file(path: str | Path, what: str = "path") -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        state = "is a directory, expected a file" if p.is_dir() else "no such file"
-        raise ValidationError(f"{what}: {state}: {p}")
-    return p
+PathKind = Literal["file", "directory"]
+_IS_KIND: dict[PathKind, Callable[[Path], bool]] = {"file": Path.is_file, "directory": Path.is_dir}
 
 
-def _existing_dir(path: str | Path, what: str = "path") -> Path:
+def _existing(path: str | Path, kind: PathKind = "file", what: str = "path") -> Path:
+    """``path`` (``~`` expanded) when it is an existing ``kind``, else an error naming ``what``."""
     p = Path(path).expanduser()
-    if not p.is_dir():
-        state = "is a file, expected a directory" if p.is_file() else "no such directory"
-        raise ValidationError(f"{what}: {state}: {p}")
-    return p
+    if _IS_KIND[kind](p):
+        return p
+    other: PathKind = "directory" if kind == "file" else "file"
+    state = f"is a {other}, expected a {kind}" if _IS_KIND[other](p) else f"no such {kind}"
+    raise ValidationError(f"{what}: {state}: {p}")
 
 
 def file_sha256(path: Path) -> str:
@@ -228,7 +226,7 @@ def load_csv(
     ``sep`` defaults to a tab for ``.tsv`` files and a comma otherwise. See
     :func:`dataset_from_frame` for labels, features and ids.
     """
-    p = _existing_file(path)
+    p = _existing(path)
     delimiter = sep if sep is not None else ("\t" if p.suffix.lower() == ".tsv" else ",")
     ds = dataset_from_frame(
         pd.read_csv(p, sep=delimiter),
@@ -254,7 +252,7 @@ def load_parquet(
     extra_cols: Sequence[str] = (),
 ) -> Dataset:
     """A Parquet file with a label column and numeric feature columns (see :func:`load_csv`)."""
-    p = _existing_file(path)
+    p = _existing(path)
     ds = dataset_from_frame(
         pd.read_parquet(p),
         label_col,
@@ -282,7 +280,7 @@ def load_npz(
     Read with ``allow_pickle=False`` (object arrays are refused). ``ids`` is used when present,
     otherwise the row positions ``0..n-1``.
     """
-    p = _existing_file(path)
+    p = _existing(path)
     with np.load(p, allow_pickle=False) as archive:
         keys = sorted(archive.files)
         for field, key in (("x_key", x_key), ("y_key", y_key)):
@@ -310,7 +308,7 @@ def load_file(path: str | Path, **options: Any) -> Dataset:
 
     ``options`` are passed on, e.g. ``load_file("train.csv", label_col="label")``.
     """
-    p = _existing_file(path)
+    p = _existing(path)
     loader = FILE_FORMATS.get(p.suffix.lower() or "(no suffix)")
     return loader(p, **options)
 
@@ -344,7 +342,7 @@ def load_purchase100(path: str | Path, n_classes: int = PURCHASE100_N_CLASSES) -
     Each line is ``label,f1,...,f600`` with labels ``1..100`` and binary features. Labels become
     ``0..99``; ids are ``"purchase100-000000"`` … in file order.
     """
-    p = _existing_file(path)
+    p = _existing(path)
     table = _read_headerless(p, str(p))
     X, y = table[:, 1:], _benchmark_labels(table[:, 0], f"{p}: labels", n_classes)
     ids = np.array([f"purchase100-{i:06d}" for i in range(len(y))])
@@ -364,7 +362,7 @@ def load_texas100(path: str | Path, n_classes: int = TEXAS100_N_CLASSES) -> Data
     label ``1..100`` per line. ``path`` is the folder holding the two files or any folder above
     it in the archive layout (``dataset_texas/texas/100``). Ids are ``"texas100-000000"`` ….
     """
-    root = _existing_dir(path)
+    root = _existing(path, "directory")
     folders = [root / sub for sub in TEXAS100_LAYOUTS]
     found = [f for f in folders if (f / "feats").is_file() and (f / "labels").is_file()]
     if not found:
@@ -487,14 +485,14 @@ def load_cifar(path: str | Path, layout: CifarLayout, split: str, allow_pickle: 
     file are kept in ``meta["label_names"]`` when it is present.
     """
     files = layout.files(split)
-    folder = _existing_dir(path)
+    folder = _existing(path, "directory")
     if not allow_pickle:
         raise ValidationError(
             f"{layout.name}: the CIFAR python batches are pickle files, and unpickling an "
             "untrusted file can run arbitrary code; pass allow_pickle=True if you trust "
             f"{folder} (only arrays, lists and bytes are unpickled even then)"
         )
-    paths = [_existing_file(folder / f, f"{layout.name} batch") for f in files]
+    paths = [_existing(folder / f, what=f"{layout.name} batch") for f in files]
     images, labels, ids = [], [], []
     for p in paths:
         batch = read_cifar_batch(p)
