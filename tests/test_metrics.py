@@ -344,6 +344,8 @@ def test_summarize_at_missing_fpr_names_the_computed_ones():
         ValidationError, match=r"no result at target FPR 0.5; computed at 0.1, 0.01"
     ):
         s.at(0.5)
+    assert s.find(0.5) is None
+    assert s.find(0.01) is s.tpr_at_fpr[1]
 
 
 # ------------------------------------------------------------------------ validation errors

@@ -837,11 +837,15 @@ class MetricsSummary:
     alpha: float
     n_bootstrap: int
 
+    def find(self, fpr: float) -> TprAtFpr | None:
+        """The :class:`TprAtFpr` whose ``target_fpr`` equals ``fpr``, or None."""
+        return next((r for r in self.tpr_at_fpr if r.target_fpr == fpr), None)
+
     def at(self, fpr: float) -> TprAtFpr:
-        """The :class:`TprAtFpr` whose ``target_fpr`` equals ``fpr``."""
-        for r in self.tpr_at_fpr:
-            if r.target_fpr == fpr:
-                return r
+        """The :class:`TprAtFpr` whose ``target_fpr`` equals ``fpr``; an error if none."""
+        r = self.find(fpr)
+        if r is not None:
+            return r
         have = ", ".join(f"{r.target_fpr:g}" for r in self.tpr_at_fpr) or "none"
         raise ValidationError(f"fpr: no result at target FPR {fpr:g}; computed at {have}")
 

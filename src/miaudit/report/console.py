@@ -58,10 +58,6 @@ def _targets(summaries: Mapping[str, MetricsSummary]) -> list[float]:
     return list(seen)
 
 
-def _find(s: MetricsSummary, target: float) -> TprAtFpr | None:
-    return next((r for r in s.tpr_at_fpr if r.target_fpr == target), None)
-
-
 def _caption(summaries: Mapping[str, MetricsSummary]) -> str | None:
     below = {}
     for name, s in summaries.items():
@@ -136,9 +132,7 @@ def metrics_table(
         table.add_row("balanced accuracy", *(f"{s.balanced_accuracy:.4f}" for s in sums))
         table.add_row("advantage", *(f"{s.advantage:.4f}" for s in sums))
         for t in targets:
-            table.add_row(
-                f"TPR @ {format_fpr(t)} FPR", *(_tpr_cell(_find(s, t), " ") for s in sums)
-            )
+            table.add_row(f"TPR @ {format_fpr(t)} FPR", *(_tpr_cell(s.find(t), " ") for s in sums))
         table.add_row("ε lower bound", *(f"{s.epsilon.epsilon:.3f}" for s in sums))
         return table
     table.add_column(name_header, style="bold", no_wrap=True)
@@ -154,7 +148,7 @@ def metrics_table(
             _auc_cell(s, "\n"),
             f"{s.balanced_accuracy:.4f}",
             f"{s.advantage:.4f}",
-            *(_tpr_cell(_find(s, t), "\n") for t in targets),
+            *(_tpr_cell(s.find(t), "\n") for t in targets),
             f"{s.epsilon.epsilon:.3f}",
         )
     return table

@@ -51,7 +51,7 @@ def _legend_label(name: str, summary: MetricsSummary | None, legend_fpr: float) 
     if summary is None:
         return name
     parts = [f"AUC {summary.auc:.3f}"]
-    at = next((r for r in summary.tpr_at_fpr if r.target_fpr == legend_fpr), None)
+    at = summary.find(legend_fpr)
     if at is not None:
         suffix = "" if at.reachable else " (at FPR 0)"
         parts.append(f"TPR@{format_fpr(legend_fpr)} {100 * at.tpr:.1f}%{suffix}")
