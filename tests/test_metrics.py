@@ -402,6 +402,8 @@ def test_fpr_out_of_range(bad):
         (lambda: M.summarize(GOOD_S, GOOD_M, delta=-1), r"delta: expected a value in \[0, 1\]"),
         (lambda: M.auc_interval(GOOD_S, GOOD_M, n_bootstrap=0), r"n_bootstrap: expected at least"),
         (lambda: M.auc_interval(GOOD_S, GOOD_M, n_bootstrap=2.5), r"n_bootstrap: expected a non"),
+        (lambda: M.auc_interval(GOOD_S, GOOD_M, rng=None), r"rng: expected an int or a numpy"),
+        (lambda: M.summarize(GOOD_S, GOOD_M, rng=-1), r"rng: expected a non-negative integer"),
         (lambda: M.clopper_pearson(5, 3), r"k: successes \(5\) exceed trials n \(3\)"),
         (lambda: M.clopper_pearson(0, 0), r"n: expected at least 1 trial"),
         (lambda: M.clopper_pearson(-1, 3), r"k: expected a non-negative integer count, got -1"),

@@ -41,6 +41,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from miaudit._validation import (
+    SeedLike,
+    as_generator,
     check_array,
     check_both_classes,
     check_membership,
@@ -512,7 +514,7 @@ def auc_interval(
     *,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     alpha: float = DEFAULT_ALPHA,
-    rng: int | np.random.Generator = 0,
+    rng: SeedLike = 0,
 ) -> tuple[float, float]:
     """Stratified bootstrap percentile ``1 - alpha`` interval of the :func:`auc`.
 
@@ -538,7 +540,7 @@ def auc_interval(
     """
     s, m, _ = _prepare(scores, is_member)
     return _auc_interval(
-        s, m, _check_n_bootstrap(n_bootstrap), _check_alpha(alpha), np.random.default_rng(rng)
+        s, m, _check_n_bootstrap(n_bootstrap), _check_alpha(alpha), as_generator(rng, "rng")
     )
 
 
@@ -741,7 +743,7 @@ def epsilon_lower_bound_from_scores(
     alpha: float = DEFAULT_ALPHA,
     threshold: float | None = None,
     calibration_fraction: float | None = None,
-    rng: int | np.random.Generator = 0,
+    rng: SeedLike = 0,
 ) -> EpsilonBound:
     """Epsilon lower bound of the threshold test "member iff ``score >= threshold``".
 
@@ -790,7 +792,7 @@ def epsilon_lower_bound_from_scores(
         return _bound_at(s, m, t, delta, alpha, "given")
     if calibration_fraction is not None:
         fraction = check_probability(calibration_fraction, "calibration_fraction")
-        calib = _stratified_split(m, fraction, np.random.default_rng(rng))
+        calib = _stratified_split(m, fraction, as_generator(rng, "rng"))
         best = _best_bound(_roc_counts(s[calib], m[calib]), delta, alpha)
         return _bound_at(s[~calib], m[~calib], best.threshold, delta, alpha, "split")
     return _best_bound(_roc_counts(s, m), delta, alpha)
@@ -896,7 +898,7 @@ def summarize(
     alpha: float = DEFAULT_ALPHA,
     delta: float = DEFAULT_DELTA,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-    rng: int | np.random.Generator = 0,
+    rng: SeedLike = 0,
 ) -> MetricsSummary:
     """All metrics of one set of scores, computed from one exact ROC curve.
 
@@ -933,7 +935,7 @@ def summarize(
         n_non_members=c.n_non_members,
         n_nan=n_nan,
         auc=_auc(c),
-        auc_interval=_auc_interval(s, m, n_bootstrap, alpha, np.random.default_rng(rng)),
+        auc_interval=_auc_interval(s, m, n_bootstrap, alpha, as_generator(rng, "rng")),
         balanced_accuracy=0.5 * (1.0 + adv),
         advantage=adv,
         tpr_at_fpr=tuple(_tpr_at_fpr(c, t, alpha) for t in targets),
