@@ -20,7 +20,7 @@ from miaudit.exceptions import ValidationError
 from miaudit.metrics import MetricsSummary
 from miaudit.report.console import format_fpr
 
-__all__ = ["plot_roc", "plot_score_histograms"]
+__all__ = ["clipped_bin_edges", "plot_roc", "plot_score_histograms"]
 
 #: Resolution of saved figures (dots per inch).
 DPI = 150
@@ -29,6 +29,10 @@ ROC_FIGSIZE = (5.5, 5.0)
 #: Size of one histogram panel in inches, and panels per row.
 HIST_PANEL_SIZE = (4.0, 3.0)
 HIST_COLUMNS = 3
+#: Histogram bins span these quantiles of an attack's pooled (member and non-member) finite
+#: scores, so that a few extreme scores (a LOSS score of -40 among scores near 0) do not
+#: squeeze all the others into one bin. Scores outside are counted in the edge bins.
+HIST_CLIP_QUANTILES = (0.005, 0.995)
 #: Lower axis limit when no curve has a positive FPR and ``min_fpr`` is not given.
 FALLBACK_MIN_FPR = 1e-5
 
@@ -121,6 +125,34 @@ def plot_roc(
     return _save(fig, path)
 
 
+def clipped_bin_edges(
+    values: NDArray[np.float64], bins: int, quantiles: tuple[float, float] = HIST_CLIP_QUANTILES
+) -> tuple[NDArray[np.float64], int]:
+    """Edges of ``bins`` equal bins between two quantiles of ``values``, and how many lie outside.
+
+    Parameters
+    ----------
+    values : ndarray of shape (k,)
+        Finite values, ``k >= 1``.
+    bins : int
+        Number of bins.
+    quantiles : (float, float)
+        Lower and upper quantile levels (``numpy.quantile``, linear) that bound the bins. When
+        they coincide (most values tied) the bins span the full range instead.
+
+    Returns
+    -------
+    edges : ndarray of shape (bins + 1,)
+    n_outside : int
+        Number of values below the first or above the last edge.
+    """
+    lo, hi = (float(v) for v in np.quantile(values, quantiles))
+    if lo == hi:
+        lo, hi = float(values.min()), float(values.max())
+    edges = np.histogram_bin_edges(values, bins=bins, range=(lo, hi))
+    return edges, int(np.count_nonzero((values < edges[0]) | (values > edges[-1])))
+
+
 def plot_score_histograms(
     scores_by_attack: Mapping[str, ArrayLike],
     is_member: ArrayLike,
@@ -148,8 +180,11 @@ def plot_score_histograms(
 
     Notes
     -----
-    Histograms are normalised to densities, so classes of different sizes compare. NaN and
-    infinite scores cannot be binned: their number is written in the panel title.
+    Histograms are normalised to densities, so classes of different sizes compare. The bins
+    of a panel span the :data:`HIST_CLIP_QUANTILES` quantiles of that attack's finite scores
+    (:func:`clipped_bin_edges`); scores beyond are counted in the first or last bin, and the
+    axis label says how many. NaN and infinite scores cannot be binned: their number is written
+    in the panel title.
     """
     if not scores_by_attack:
         raise ValidationError("scores_by_attack: expected at least one attack's scores")
@@ -163,16 +198,21 @@ def plot_score_histograms(
         s = check_array(scores, f"scores_by_attack[{name!r}]", ndim=1, finite=False)
         check_same_length(**{f"scores_by_attack[{name!r}]": s, "is_member": m})
         finite = np.isfinite(s)
-        edges = np.histogram_bin_edges(s[finite], bins=bins) if finite.any() else bins
-        for sel, label, color in ((m, "members", "C3"), (~m, "non-members", "C0")):
-            values = s[sel & finite]
-            if values.size:
-                ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
+        xlabel = "score (higher = member)"
+        if finite.any():
+            edges, n_outside = clipped_bin_edges(s[finite], bins)
+            for sel, label, color in ((m, "members", "C3"), (~m, "non-members", "C0")):
+                values = np.clip(s[sel & finite], edges[0], edges[-1])
+                if values.size:
+                    ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
+            if n_outside:
+                lo, hi = (f"{100 * q:g}%" for q in HIST_CLIP_QUANTILES)
+                xlabel += f"\ntails clipped at {lo}–{hi}: {n_outside} in the edge bins"
+            ax.legend(fontsize="small")
         n_bad = int((~finite).sum())
         ax.set_title(name if not n_bad else f"{name} ({n_bad} non-finite not shown)")
-        ax.set_xlabel("score (higher = member)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
-        ax.legend(fontsize="small")
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     fig.tight_layout()
