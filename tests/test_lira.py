@@ -253,9 +253,16 @@ def test_registered_online_lira_names_records_without_in_references():
         {"logit_scaled_confidence": {"target": target, "references": ref}},
         keep=keep,
     )
-    with pytest.raises(MissingRequirementError, match="3 of 10 records"):
+    with pytest.raises(
+        MissingRequirementError, match=r"attack 'lira' needs at least 1 IN .* 3 of 10 records"
+    ):
         attacks.create("lira").score(data)
     assert np.all(np.isfinite(attacks.create("lira_offline").score(data)))
+    data.keep[:, 5] = True
+    with pytest.raises(
+        MissingRequirementError, match=r"attack 'lira_offline' needs at least 1 OUT .* 1 of 10"
+    ):
+        attacks.create("lira_offline").score(data)
 
 
 def test_registered_lira_rejects_bad_options_at_construction():

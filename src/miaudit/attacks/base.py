@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from miaudit._validation import check_array, check_keep, check_labels
+from miaudit.attacks._common import Side, require_references
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.signals import OutputKind, compute_signal
 
@@ -219,23 +220,13 @@ class AttackData:
                 f"attack {info.name!r} needs the keep matrix (which reference trained on which "
                 "record)"
             )
-        if info.needs_in_references:
-            n_in = np.asarray(self.keep).sum(axis=0)
-            lacking = int((n_in == 0).sum())
-            if lacking:
-                raise MissingRequirementError(
-                    f"attack {info.name!r} (online) needs IN reference models for every record, "
-                    f"but {lacking} of {self.n_records} records have none; use the offline "
-                    "variant or train more reference models"
-                )
-        if info.needs_out_references:
-            n_out = (~np.asarray(self.keep)).sum(axis=0)
-            lacking = int((n_out == 0).sum())
-            if lacking:
-                raise MissingRequirementError(
-                    f"attack {info.name!r} needs OUT reference models for every record, but "
-                    f"{lacking} of {self.n_records} records have none"
-                )
+        sides: tuple[tuple[Side, bool], ...] = (
+            ("in", info.needs_in_references),
+            ("out", info.needs_out_references),
+        )
+        for side, needed in sides:
+            if needed:
+                require_references(np.asarray(self.keep), side, f"attack {info.name!r}")
         if info.needs_population and self.n_population == 0:
             raise MissingRequirementError(
                 f"attack {info.name!r} needs population records (never in any model's training "
