@@ -57,6 +57,13 @@ PAPER = (
 )
 
 
+def _bin_index(edges: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Bin of each value among ``[e_i, e_{i+1})`` (the last bin closed); values outside the
+    edges go to the end bins."""
+    idx = np.searchsorted(edges, values, side="right") - 1
+    return np.clip(idx, 0, edges.size - 2)
+
+
 @dataclass(frozen=True)
 class RiskHistogram:
     """Normalised IN and OUT histograms over shared bin edges.
@@ -74,8 +81,7 @@ class RiskHistogram:
 
     def bin_of(self, values: NDArray[np.float64]) -> NDArray[np.int64]:
         """Index of the bin of each value; values outside the edges go to the end bins."""
-        idx = np.searchsorted(self.edges, values, side="right") - 1
-        return np.clip(idx, 0, self.p_in.size - 1)
+        return _bin_index(self.edges, values)
 
     @classmethod
     def fit(
@@ -89,9 +95,8 @@ class RiskHistogram:
         else:
             edges = np.linspace(lo, hi, n_bins + 1)
         edges[0], edges[-1] = lo, hi
-        proto = cls(edges, np.zeros(n_bins), np.zeros(n_bins))
-        p_in = np.bincount(proto.bin_of(in_values), minlength=n_bins) / in_values.size
-        p_out = np.bincount(proto.bin_of(out_values), minlength=n_bins) / out_values.size
+        p_in = np.bincount(_bin_index(edges, in_values), minlength=n_bins) / in_values.size
+        p_out = np.bincount(_bin_index(edges, out_values), minlength=n_bins) / out_values.size
         return cls(edges, p_in, p_out)
 
     def risk(self, values: NDArray[np.float64], prior: float) -> NDArray[np.float64]:
