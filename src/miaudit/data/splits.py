@@ -401,10 +401,7 @@ class DesignatedTarget:
         """The target's row of a keep matrix over ``n_records`` records (True at ``members``)."""
         n_records = check_count(n_records, "n_records", MIN_RECORDS)
         for name, idx in (("members", self.members), ("non_members", self.non_members)):
-            if idx.max() >= n_records:
-                raise ValidationError(
-                    f"{name}: record index {int(idx.max())} is out of range for {n_records} records"
-                )
+            _check_indices(idx, name, n_records)
         row = np.zeros(n_records, dtype=bool)
         row[self.members] = True
         return row
