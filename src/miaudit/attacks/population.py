@@ -23,6 +23,7 @@ target's own membership labels are never used.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -99,8 +100,6 @@ class _SignalThresholdAttack(Attack):
 
 
 def _with_references(info: AttackInfo) -> AttackInfo:
-    from dataclasses import replace
-
     return replace(info, needs_references=True)
 
 
