@@ -215,3 +215,24 @@ def test_too_few_references_and_missing_population_fail_before_training(tmp_path
     assert res.exit_code == 2
     assert "['rmia'] need population records" in res.output
     assert not (tmp_path / "out" / "store").exists()  # nothing was trained
+
+
+def test_more_references_extend_the_keep_matrix_and_train_only_new_models(tmp_path):
+    def run(n_refs: int):
+        return Audit(data={"name": "digits", "population": 0.1}, n_references=n_refs,
+                     output=str(tmp_path), attacks=["loss", "lira"], quiet=True,
+                     training={"recipe": "torch-mlp", "params": {"epochs": 3}}).run()
+
+    first = run(3)
+    second = run(7)
+    # The 4 models of the first run are reused: their scores as targets are unchanged...
+    a = first.scores[first.scores["target"] == 0]["loss"].to_numpy()
+    b = second.scores[second.scores["target"] == 0]["loss"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+    # ...and every record is still IN for exactly half of the 8 models.
+    counts = second.scores.groupby(level=0)["is_member"].sum()
+    assert (counts == n_in_per_record(8)).all()
+    stores = list((tmp_path / "store").iterdir())
+    assert len(stores) == 1  # one lineage: extended, not redrawn
+    again = run(3)
+    assert again.timings["training"] < 1.0

@@ -224,11 +224,6 @@ def test_model_example_from_python_with_a_callable(model_run: tuple[dict, Path, 
     pd.testing.assert_frame_equal(result.scores, cli, check_dtype=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.load_config resolves data.path and output against the config's folder but "
-    "not target.model; remove this marker when it does",
-)
 def test_model_example_runs_from_another_folder(
     model_run: tuple[dict, Path, Path], tmp_path: Path
 ) -> None:

@@ -86,13 +86,15 @@ class TrainingConfig(_Section):
 class TargetConfig(_Section):
     """The user's trained model, for ``mode: model``.
 
-    ``model`` is a ``.safetensors`` file (torch weights of the training recipe's architecture),
-    a ``.skops`` file (scikit-learn), or ``module:function`` naming a Python callable that maps
-    features to logits or probabilities. Membership of each record in the target's training set
-    comes from the data file's ``member_col`` column.
+    ``model`` is a ``.skops`` file (scikit-learn) or ``module:function`` naming a Python callable
+    that maps features to logits or probabilities (for a torch model, a function that builds
+    the module, loads its weights and returns its logits). A relative file path is relative to
+    the config file's folder. From Python, ``Audit(target_predict=...)`` replaces ``model``.
+    Membership of each record in the target's training set comes from the data file's
+    ``member_col`` column (or ``Audit(is_member=...)``).
     """
 
-    model: str
+    model: str | None = None
     member_col: str = "is_member"
     trusted: list[str] = Field(
         default_factory=list,
@@ -353,6 +355,18 @@ def load_config(path: str | Path) -> AuditConfig:
         updates["output"] = p.parent / cfg.output
     if cfg.data.path is not None and not cfg.data.path.is_absolute():
         updates["data"] = cfg.data.model_copy(update={"path": p.parent / cfg.data.path})
+    if cfg.target is not None and cfg.target.model and _is_relative_file(cfg.target.model):
+        updates["target"] = cfg.target.model_copy(
+            update={"model": str(p.parent / cfg.target.model)}
+        )
     if updates:
         cfg = cfg.model_copy(update=updates)
     return cfg
+
+
+def _is_relative_file(spec: str) -> bool:
+    """A relative file path (not ``module:function``): e.g. ``target.skops``, ``m/t.skops``."""
+    path = Path(spec)
+    if path.is_absolute():
+        return False
+    return ":" not in spec or path.suffix.lower() in {".skops", ".pkl", ".pickle", ".joblib"}

@@ -42,7 +42,14 @@ from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit,
 from miaudit.audit.result import AuditResult, build_result
 from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
 from miaudit.data import Dataset
-from miaudit.data.splits import LeaveOneOut, embed_keep, keep_matrix, population_split
+from miaudit.data.splits import (
+    LeaveOneOut,
+    embed_keep,
+    extend_keep_matrix,
+    keep_matrix,
+    n_in_per_record,
+    population_split,
+)
 from miaudit.exceptions import MiauditError, ValidationError
 
 #: Fewest records an audit evaluates (below this no TPR at a low FPR can be measured at all).
@@ -149,11 +156,19 @@ class Audit:
             from miaudit.data import load_file
 
             params = dict(cfg.data.params)
-            if cfg.mode == "model" and cfg.target is not None:
+            member_col = cfg.target.member_col if cfg.target is not None else None
+            if cfg.mode == "model" and member_col is not None:
                 # The membership column is ground truth, never a feature.
-                extra = list(params.pop("extra_cols", []))
-                params["extra_cols"] = [*extra, cfg.target.member_col]
-            ds = load_file(cfg.data.path, **params)
+                params["extra_cols"] = [*params.pop("extra_cols", []), member_col]
+            try:
+                ds = load_file(cfg.data.path, **params)
+            except ValidationError as exc:
+                if member_col is not None and f"extra_cols ['{member_col}']" in str(exc):
+                    raise ConfigError(
+                        f"target.member_col: no column {member_col!r} says which records the "
+                        f"target trained on ({exc})"
+                    ) from None
+                raise
         else:
             raise ConfigError(
                 "data: give data.name (a built-in dataset) or data.path (a file), "
@@ -207,10 +222,12 @@ class Audit:
             audit_idx, pop_idx = _population_from_non_members(member, n_pop, split_seed)
             n_models = cfg.n_references
         self._preflight(n, audit_idx.size, pop_idx.size, n_models)
-        keep = embed_keep(keep_matrix(n_models, audit_idx.size, keep_seed), audit_idx, n)
+        target = self._load_target(ds) if cfg.mode == "model" else None
+        sub_keep, lineage = self._settle_keep(ds, audit_idx, pop_idx, n_models, keep_seed)
+        keep = embed_keep(sub_keep, audit_idx, n)
 
         with timer.stage("training"):
-            run = self._train(ds, keep)
+            run = self._train(ds, keep, lineage)
         outputs = run.observations
         labels = ds.y
 
@@ -221,10 +238,11 @@ class Audit:
             target_names: list[Any] = [t for t, _ in splits]
         else:
             with timer.stage("querying target"):
-                target_outputs = self._query_target(ds)
+                target_outputs = self._query_target(ds, target)
             splits = [(EXTERNAL_TARGET, np.arange(n_models))]
             truth = member[audit_idx][None, :]  # type: ignore[index]
             target_names = ["target"]
+            run.models = _with_target_row(run.models, target_outputs, labels, member)
 
         with timer.stage("attacks"):
             scores = self._scores(
@@ -272,7 +290,52 @@ class Audit:
                     "data.population (a fraction such as 0.1, or a count)"
                 )
 
-    def _train(self, ds: Dataset, keep: NDArray[np.bool_]) -> _TrainedModels:
+    def _settle_keep(
+        self,
+        ds: Dataset,
+        audit_idx: NDArray[np.int64],
+        pop_idx: NDArray[np.int64],
+        n_models: int,
+        rng: np.random.Generator,
+    ) -> tuple[NDArray[np.bool_], str]:
+        """The keep matrix ``(n_models, n_audit)`` and its lineage (the store folder it trains in).
+
+        Stored matrices for the same data, split and seed (``output/splits``) are reused: a
+        balanced prefix when fewer models are asked for, a balanced extension
+        (:func:`~miaudit.data.splits.extend_keep_matrix`) when more are, so that models already
+        trained stay valid. Otherwise a fresh matrix starts a new lineage, trained in its own
+        store folder.
+        """
+        from miaudit.audit.store import dataset_fingerprint
+
+        split_key = _hash(
+            dataset_fingerprint(ds.X, ds.y, ds.record_ids), audit_idx, pop_idx, self.config.seed
+        )
+        folder = self.config.output / "splits" / split_key
+        folder.mkdir(parents=True, exist_ok=True)
+        stored = {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
+        k = n_in_per_record(n_models)
+        for lineage, arr in stored.items():
+            if arr.shape[0] >= n_models and bool((arr[:n_models].sum(axis=0) == k).all()):
+                return arr[:n_models], lineage
+        smaller = [(arr.shape[0], name) for name, arr in stored.items() if arr.shape[0] < n_models]
+        sub = None
+        if smaller:
+            _, lineage = max(smaller)
+            base = stored[lineage]
+            try:
+                sub = extend_keep_matrix(base, n_models - base.shape[0], seed=rng)
+            except ValidationError:
+                sub = None
+        if sub is None:
+            sub = keep_matrix(n_models, audit_idx.size, rng)
+            lineage = _hash(sub[0])
+        tmp = folder / f"{lineage}.tmp.npy"
+        np.save(tmp, sub)
+        tmp.replace(folder / f"{lineage}.npy")
+        return sub, lineage
+
+    def _train(self, ds: Dataset, keep: NDArray[np.bool_], lineage: str) -> _TrainedModels:
         from miaudit.audit.engine import train_and_query
         from miaudit.train.recipes import make_recipe
 
@@ -287,23 +350,29 @@ class Audit:
             keep,
             recipe,
             queries=cfg.queries,
-            store_root=cfg.output / "store",
+            store_root=cfg.output / "store" / lineage,
             executor=cfg.executor,
             quiet=True if cfg.quiet else None,
         )
         return _TrainedModels.from_engine(run)
 
-    def _query_target(self, ds: Dataset) -> NDArray[np.float64]:
+    def _load_target(self, ds: Dataset) -> Any:
+        """The user's model, loaded before any training so that a bad target fails fast."""
         from miaudit.targets import CallableTarget, load_target
 
         tcfg = self.config.target
         assert tcfg is not None
         if self._target_predict is not None:
-            target = CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
-        else:
-            target = load_target(
-                tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted
+            return CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
+        if not tcfg.model:
+            raise ConfigError(
+                "target.model: give the model to audit (a .skops file or "
+                "'module:function'), or pass target_predict= from Python"
             )
+        return load_target(tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted)
+
+    def _query_target(self, ds: Dataset, target: Any) -> NDArray[np.float64]:
+        """The target's outputs on every record and query, shape (n, q, C)."""
         views = _query_views(ds.X, self.config.queries)
         out = np.stack([np.asarray(target.predict(v), dtype=np.float64) for v in views], axis=1)
         if out.shape[0] != len(ds) or out.shape[2] != ds.n_classes:
@@ -383,7 +452,27 @@ class _TrainedModels:
             },
             index=pd.Index(run.model_ids, name="model"),
         )
+        models.insert(0, "role", "target and reference")
         return cls(key=run.config_hash, observations=run.observations(), models=models)
+
+
+def _with_target_row(
+    models: pd.DataFrame, outputs: NDArray, labels: NDArray, member: NDArray[np.bool_] | None
+) -> pd.DataFrame:
+    """Reference models' rows marked ``reference`` plus the user's target: its accuracy (first
+    query) on its members (train) and its non-members (test)."""
+    assert member is not None
+    correct = np.argmax(outputs[:, 0], axis=-1) == labels
+    row = pd.DataFrame(
+        {
+            "role": ["target"],
+            "train_accuracy": [float(correct[member].mean())],
+            "test_accuracy": [float(correct[~member].mean())],
+            "n_train": [int(member.sum())],
+        },
+        index=pd.Index(["target"], name="model"),
+    )
+    return pd.concat([row, models.assign(role="reference")])
 
 
 def _query_views(X: NDArray, queries: list[str]) -> list[NDArray]:

@@ -47,8 +47,9 @@ class AuditResult:
         report's flag FPR with the best attack), ``flag_rate``, ``mean_score_in``,
         ``n_false_flags`` (targets that did not train on it but flagged it).
     models : pandas.DataFrame
-        One row per model: ``role`` (target | reference), ``train_accuracy``,
-        ``test_accuracy``, ``n_train``, ``seconds``.
+        One row per model: ``role`` ("target and reference" for the models of an algorithm
+        audit; "target" or "reference" in a model audit), ``train_accuracy`` (on its members),
+        ``test_accuracy`` (on its non-members), ``n_train``, ``train_seconds``.
     attacks : dict
         Attack label → ``{"name", "title", "paper", "params"}``.
     rocs : dict

@@ -274,16 +274,19 @@ def load_npz(
     y_key: str = "y",
     ids_key: str = "ids",
     n_classes: int | None = None,
+    extra_cols: Sequence[str] = (),
 ) -> Dataset:
     """A NumPy ``.npz`` archive with features ``X`` ``(n, ...)``, labels ``y`` and optional ids.
 
     Read with ``allow_pickle=False`` (object arrays are refused). ``ids`` is used when present,
-    otherwise the row positions ``0..n-1``.
+    otherwise the row positions ``0..n-1``. Arrays named in ``extra_cols`` (e.g. ``is_member``)
+    are kept in ``meta["columns"]``.
     """
     p = _existing(path)
     with np.load(p, allow_pickle=False) as archive:
         keys = sorted(archive.files)
-        for field, key in (("x_key", x_key), ("y_key", y_key)):
+        wanted = [("x_key", x_key), ("y_key", y_key)] + [("extra_cols", c) for c in extra_cols]
+        for field, key in wanted:
             if key not in keys:
                 raise ValidationError(
                     f"{p}: {field} {key!r} not in the archive; arrays present: {', '.join(keys)}"
@@ -292,12 +295,15 @@ def load_npz(
             X = archive[x_key]
             labels = archive[y_key]
             ids = archive[ids_key] if ids_key in keys else np.arange(len(labels), dtype=np.int64)
+            extra = {c: archive[c] for c in extra_cols}
         except ValueError as exc:  # object arrays need pickle, which is refused
             raise ValidationError(f"{p}: cannot read the archive safely ({exc})") from None
     y, c, label_names = encode_labels(labels, f"{p}: {y_key}", n_classes)
     ds = Dataset(X=X, y=y, record_ids=ids, n_classes=c, name=str(p))
     if label_names is not None:
         ds.meta["label_names"] = label_names
+    if extra:
+        ds.meta["columns"] = extra
     ds.meta.update(_provenance("npz", p))
     return ds
 
