@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from miaudit.data import keep_matrix
+from miaudit.exceptions import ValidationError
 from miaudit.train import make_recipe
 from miaudit.train.architectures import StackedCNN, StackedMLP, cross_entropy_grad
 from miaudit.train.ensemble import (
@@ -22,7 +23,7 @@ from miaudit.train.ensemble import (
     model_generators,
     train_ensemble,
 )
-from miaudit.train.queries import QUERIES, apply_queries, shift
+from miaudit.train.queries import QUERIES, apply_queries, identity_view, shift
 
 
 @pytest.fixture(autouse=True)
@@ -277,3 +278,28 @@ def test_lira_18_views_in_reference_order():
     padded = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
     np.testing.assert_array_equal(views[0].numpy(), padded[:, :, 0:6, 0:6])  # LiRA dx=dy=0
     assert len(apply_queries(x, ["identity", "mirror", "shifts"])) == 10
+
+
+def test_identity_view_position():
+    assert identity_view(["identity"]) == 0
+    assert identity_view(["mirror", "lira-18"]) == 1 + 4
+    assert identity_view(["shifts", "identity"]) == 8
+    assert identity_view(["mirror", "shifts"]) is None
+    x = torch.randn(3, 1, 5, 5)
+    views = apply_queries(x, ["mirror", "lira-18"])
+    np.testing.assert_array_equal(views[identity_view(["mirror", "lira-18"])].numpy(), x.numpy())
+
+
+def test_accuracy_uses_the_identity_view_wherever_it_is(digits):
+    X, y = digits
+    keep = keep_matrix(2, len(X), seed=0)
+    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64)
+    images = X.reshape(-1, 1, 8, 8)
+    with pytest.raises(
+        ValidationError, match=r"keep: expected one row per model, shape \(1, 1797\)"
+    ):
+        recipe.train_chunk(images, y, 10, keep, [0], ("identity",))
+    a = recipe.train_chunk(images, y, 10, keep[:1], [0], ("mirror", "identity"))[0]
+    logits = a.observations[:, 1]
+    out = ~keep[0]
+    assert a.test_acc == pytest.approx(float((logits[out].argmax(1) == y[out]).mean()))

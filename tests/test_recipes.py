@@ -96,10 +96,12 @@ def test_cnn_needs_images_and_augmentation_needs_images(digits):
     with pytest.raises(ValidationError, match="torch-cnn: expects images"):
         make_recipe("torch-cnn").train_chunk(X, y, 10, keep, [0, 1], ("identity",))
     with pytest.raises(ValidationError, match="augment_flip/augment_crop need images"):
-        make_recipe("torch-mlp", augment_flip=True).train_chunk(X, y, 10, keep, [0], ("identity",))
+        make_recipe("torch-mlp", augment_flip=True).train_chunk(
+            X, y, 10, keep[:1], [0], ("identity",)
+        )
     with pytest.raises(ValidationError, match="augment_crop: 8 pixels must be smaller"):
         make_recipe("torch-mlp", augment_crop=8).train_chunk(
-            X.reshape(-1, 1, 8, 8), y, 10, keep, [0], ("identity",)
+            X.reshape(-1, 1, 8, 8), y, 10, keep[:1], [0], ("identity",)
         )
 
 
@@ -143,7 +145,7 @@ def test_sklearn_random_state_is_the_model_seed(digits):
     recipe = make_recipe(
         "sklearn", estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimators": 5}
     )
-    res = recipe.train_chunk(X, y, 10, keep, [3], ("identity",))[0]
+    res = recipe.train_chunk(X, y, 10, keep[:1], [3], ("identity",))[0]
     ref = RandomForestClassifier(n_estimators=5, random_state=model_seed(0, 3) % 2**32)
     ref.fit(X[keep[0]], y[keep[0]])
     np.testing.assert_allclose(
@@ -156,7 +158,7 @@ def test_sklearn_decision_function_binary(digits):
     binary = (y >= 5).astype(np.int64)
     keep = keep_matrix(2, len(X), seed=1)
     recipe = make_recipe("sklearn", estimator=LinearSVC(), output="decision-function")
-    res = recipe.train_chunk(X, binary, 2, keep, [0], ("identity",))[0]
+    res = recipe.train_chunk(X, binary, 2, keep[:1], [0], ("identity",))[0]
     ref = LinearSVC(random_state=model_seed(0, 0) % 2**32).fit(X[keep[0]], binary[keep[0]])
     np.testing.assert_allclose(res.observations[:, 0, 0], 0.0)
     np.testing.assert_allclose(res.observations[:, 0, 1], ref.decision_function(X), rtol=1e-5)
@@ -237,7 +239,7 @@ def test_callable_recipe_predict_proba_and_plain_callables(digits):
     X, y = digits
     keep = keep_matrix(2, len(X), seed=0)
     res = make_recipe("callable", train=lambda X, y, seed: _Centroids(X, y)).train_chunk(
-        X, y, 10, keep, [0], ("identity",)
+        X, y, 10, keep[:1], [0], ("identity",)
     )[0]
     ref = _Centroids(X[keep[0]], y[keep[0]]).predict_proba(X)
     np.testing.assert_allclose(res.observations[:, 0], logits_from_proba(ref), atol=1e-5)
@@ -248,7 +250,7 @@ def test_callable_recipe_predict_proba_and_plain_callables(digits):
         return lambda Z: centres.predict_proba(Z)
 
     recipe = make_recipe("callable", train=fit_plain, output="probs")
-    probs = recipe.train_chunk(X, y, 10, keep, [0], ("identity",))[0]
+    probs = recipe.train_chunk(X, y, 10, keep[:1], [0], ("identity",))[0]
     np.testing.assert_allclose(probs.observations[:, 0], logits_from_proba(ref), atol=1e-5)
 
 
@@ -259,14 +261,24 @@ def test_callable_errors_and_hash(digits):
         make_config("callable", train=3)
     with pytest.raises(ValidationError, match="returned int, which is neither a torch module"):
         make_recipe("callable", train=lambda X, y, s: 3).train_chunk(
-            X, y, 10, keep, [0], ("identity",)
+            X, y, 10, keep[:1], [0], ("identity",)
         )
     with pytest.raises(ValidationError, match=r"expected outputs of shape \(500, 10\)"):
         make_recipe("callable", train=lambda X, y, s: lambda Z: np.zeros((len(Z), 3))).train_chunk(
-            X, y, 10, keep, [0], ("identity",)
+            X, y, 10, keep[:1], [0], ("identity",)
         )
     a = make_recipe("callable", train=_train_torch).describe()
     b = make_recipe("callable", train=_train_torch, tag="v2").describe()
     assert a["config"]["train"].endswith(":_train_torch")
     assert len(a["config"]["source_sha256"]) == 64
     assert a != b
+
+
+def test_chunk_keep_rows_are_checked(digits):
+    X, y = digits
+    keep = keep_matrix(2, len(X), seed=0)
+    keep[1] = False
+    for name in ("torch-mlp", "sklearn", "callable"):
+        params = {"train": _train_torch} if name == "callable" else {}
+        with pytest.raises(ValidationError, match=r"keep: models \[9\] have no training record"):
+            make_recipe(name, **params).train_chunk(X, y, 10, keep, [4, 9], ("identity",))

@@ -37,6 +37,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures import Executor as FuturesExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -110,19 +111,15 @@ class LocalExecutor:
                 yield fn(task)
 
 
-@EXECUTORS.register("threads")
-class ThreadExecutor:
-    """Runs the tasks on ``n_workers`` threads of this process.
-
-    torch's intra-op thread count is set to ``threads_per_worker`` (default 1) while the tasks
-    run — it is a process-wide setting, so do not run other torch work at the same time.
+class _PoolExecutor:
+    """Shared settings of the pool executors.
 
     Parameters
     ----------
     n_workers : int, optional
-        Threads (default: the number of CPU cores).
+        Tasks run at once (default: the number of CPU cores).
     threads_per_worker : int, optional
-        torch intra-op threads (default: cores // n_workers, at least 1).
+        torch intra-op threads per worker (default: cores // n_workers, at least 1).
     """
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None) -> None:
@@ -132,23 +129,34 @@ class ThreadExecutor:
             1, cores // self.n_workers
         )
 
+
+def _as_completed(pool: FuturesExecutor, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+    """Submit every task to ``pool``; yield results as they complete; cancel the rest on error."""
+    pending: set[Future[Any]] = {pool.submit(fn, task) for task in tasks}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@EXECUTORS.register("threads")
+class ThreadExecutor(_PoolExecutor):
+    """Runs the tasks on ``n_workers`` threads of this process (parameters: see
+    :class:`_PoolExecutor`).
+
+    torch's intra-op thread count is set to ``threads_per_worker`` while the tasks run — it is a
+    process-wide setting, so do not run other torch work at the same time.
+    """
+
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
         if not tasks:
             return
         with torch_threads(self.threads_per_worker):
             pool = ThreadPoolExecutor(max_workers=min(self.n_workers, len(tasks)))
-            pending: set[Future[Any]] = {pool.submit(fn, task) for task in tasks}
-            try:
-                yield from _as_completed(pending)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _as_completed(pending: set[Future[Any]]) -> Iterator[Any]:
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield future.result()
+            yield from _as_completed(pool, fn, tasks)
 
 
 def _init_worker(threads: int) -> None:
@@ -158,23 +166,9 @@ def _init_worker(threads: int) -> None:
 
 
 @EXECUTORS.register("processes")
-class ProcessExecutor:
-    """Runs the tasks in a pool of worker processes started with ``spawn``.
-
-    Parameters
-    ----------
-    n_workers : int, optional
-        Worker processes (default: the number of CPU cores).
-    threads_per_worker : int, optional
-        torch threads in each worker (default: cores // n_workers, at least 1).
-    """
-
-    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None) -> None:
-        cores = os.cpu_count() or 1
-        self.n_workers = _check_threads(n_workers, "n_workers") or cores
-        self.threads_per_worker = _check_threads(threads_per_worker, "threads_per_worker") or max(
-            1, cores // self.n_workers
-        )
+class ProcessExecutor(_PoolExecutor):
+    """Runs the tasks in a pool of worker processes started with ``spawn``, each with
+    ``threads_per_worker`` torch threads (parameters: see :class:`_PoolExecutor`)."""
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
         import multiprocessing
@@ -187,11 +181,7 @@ class ProcessExecutor:
             initializer=_init_worker,
             initargs=(self.threads_per_worker,),
         )
-        pending: set[Future[Any]] = {pool.submit(fn, task) for task in tasks}
-        try:
-            yield from _as_completed(pending)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from _as_completed(pool, fn, tasks)
 
 
 def make_executor(executor: str | Executor, **params: Any) -> Executor:

@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
 from miaudit.train.architectures import StackedCNN, StackedMLP, StackedNet
-from miaudit.train.queries import apply_queries, mirror, n_queries, shift
+from miaudit.train.queries import apply_queries, identity_view, mirror, n_queries, shift
 from miaudit.train.recipes import (
     RECIPES,
     ModelResult,
@@ -60,6 +60,7 @@ from miaudit.train.recipes import (
     TorchMLPConfig,
     TorchTrainConfig,
     accuracies,
+    check_chunk,
     model_seed,
 )
 
@@ -449,6 +450,7 @@ class TorchRecipe(Recipe):
     ) -> list[ModelResult]:
         """Train ``len(model_ids)`` models as one vectorised ensemble, then query them."""
         input_shape = tuple(X.shape[1:])
+        check_chunk(keep, model_ids, len(X))
         _check_augmentation(self.config, input_shape)
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
@@ -466,9 +468,10 @@ class TorchRecipe(Recipe):
         )
         trained = time.perf_counter()
         obs = query_ensemble(net, Xt, queries)
+        view = identity_view(queries)
         identity = (
-            obs[:, :, 0, :]
-            if queries[0] == "identity"
+            obs[:, :, view, :]
+            if view is not None
             else query_ensemble(net, Xt, ["identity"])[:, :, 0, :]
         )
         queried = time.perf_counter()

@@ -46,6 +46,7 @@ __all__ = [
     "SHIFT_PIXELS",
     "QuerySet",
     "apply_queries",
+    "identity_view",
     "mirror",
     "n_queries",
     "resolve_queries",
@@ -111,10 +112,12 @@ def shift(
 
 @dataclass(frozen=True)
 class QuerySet:
-    """A registered query name: ``views(x)`` returns its ``n_views`` transformed copies of x."""
+    """A registered query name: ``views(x)`` returns its ``n_views`` transformed copies of x;
+    ``identity_view`` is the position of the untransformed record among them, if any."""
 
     n_views: int
     views: Callable[[torch.Tensor], list[torch.Tensor]]
+    identity_view: int | None = None
 
 
 QUERIES: Registry[QuerySet] = Registry("query augmentation")
@@ -128,12 +131,19 @@ def _shift_grid(x: torch.Tensor, skip_center: bool) -> list[torch.Tensor]:
     ]
 
 
-QUERIES.register("identity")(QuerySet(1, lambda x: [x]))
+#: Position of the unshifted view in the 3×3 shift grid.
+_GRID_CENTRE = 4
+
+QUERIES.register("identity")(QuerySet(1, lambda x: [x], identity_view=0))
 QUERIES.register("mirror")(QuerySet(1, lambda x: [mirror(x)]))
 QUERIES.register("shifts")(QuerySet(8, lambda x: _shift_grid(x, skip_center=True)))
 QUERIES.register("mirror-shifts")(QuerySet(9, lambda x: _shift_grid(mirror(x), skip_center=False)))
 QUERIES.register("lira-18")(
-    QuerySet(18, lambda x: _shift_grid(x, False) + _shift_grid(mirror(x), False))
+    QuerySet(
+        18,
+        lambda x: _shift_grid(x, False) + _shift_grid(mirror(x), False),
+        identity_view=_GRID_CENTRE,
+    )
 )
 
 
@@ -158,6 +168,17 @@ def resolve_queries(names: Sequence[str] | str) -> tuple[str, ...]:
 def n_queries(names: Sequence[str]) -> int:
     """Total number of views ``q`` of a query list."""
     return sum(QUERIES.get(n).n_views for n in resolve_queries(names))
+
+
+def identity_view(names: Sequence[str]) -> int | None:
+    """Position of the first untransformed view in a query list's ``q`` views, or None."""
+    offset = 0
+    for name in resolve_queries(names):
+        qs = QUERIES.get(name)
+        if qs.identity_view is not None:
+            return offset + qs.identity_view
+        offset += qs.n_views
+    return None
 
 
 def apply_queries(x: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:

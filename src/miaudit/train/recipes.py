@@ -32,7 +32,7 @@ import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -275,7 +275,6 @@ class ModelResult:
     weights: Any = None
     weights_format: WeightsFormat | None = None
     final_loss: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def accuracies(
@@ -339,6 +338,18 @@ class Recipe(ABC):
     ) -> list[ModelResult]:
         """Train the models ``model_ids`` (``keep[i]`` is model ``model_ids[i]``'s IN mask) and
         query each on all records ``X`` with ``queries``."""
+
+
+def check_chunk(keep: NDArray[np.bool_], model_ids: Sequence[int], n_records: int) -> None:
+    """Raise unless ``keep`` has one row of ``n_records`` per model id, each with an IN record."""
+    shape = np.shape(keep)
+    if len(shape) != 2 or shape != (len(model_ids), n_records):
+        raise ValidationError(
+            f"keep: expected one row per model, shape ({len(model_ids)}, {n_records}), got {shape}"
+        )
+    empty = [int(m) for m, row in zip(model_ids, keep, strict=True) if not row.any()]
+    if empty:
+        raise ValidationError(f"keep: models {empty[:5]} have no training record")
 
 
 def _jsonable(value: Any) -> Any:

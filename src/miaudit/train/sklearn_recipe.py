@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.targets import CallableTarget, SklearnTarget, TorchTarget, load_callable
-from miaudit.train.queries import apply_queries
+from miaudit.train.queries import apply_queries, identity_view
 from miaudit.train.recipes import (
     RECIPES,
     ModelResult,
@@ -55,6 +55,7 @@ from miaudit.train.recipes import (
     _fail,
     _jsonable,
     accuracies,
+    check_chunk,
     model_seed,
 )
 
@@ -284,7 +285,8 @@ def _fit_sklearn(
         return _sklearn_logits(est, x, n_classes, config.output)
 
     obs = _check_outputs(_query_views(predict, X, queries), len(X), n_classes, "sklearn")
-    identity = obs[:, 0] if queries[0] == "identity" else predict(X)
+    view = identity_view(queries)
+    identity = obs[:, view] if view is not None else predict(X)
     return _result(
         model_id, obs, y, keep_row, identity, (start, trained, time.perf_counter()), est, "skops"
     )
@@ -329,6 +331,7 @@ class SklearnRecipe(Recipe):
     ) -> list[ModelResult]:
         from joblib import Parallel, delayed
 
+        check_chunk(keep, model_ids, len(X))
         jobs = min(self.config.effective_jobs, len(model_ids))
         return list(
             Parallel(n_jobs=jobs)(
@@ -459,6 +462,7 @@ class CallableRecipe(Recipe):
         model_ids: Sequence[int],
         queries: Sequence[str],
     ) -> list[ModelResult]:
+        check_chunk(keep, model_ids, len(X))
         results = []
         for j, model_id in enumerate(model_ids):
             row = keep[j]
@@ -470,7 +474,8 @@ class CallableRecipe(Recipe):
             obs = _check_outputs(
                 _query_views(predict, X, queries), len(X), n_classes, "callable recipe"
             )
-            identity = obs[:, 0] if queries[0] == "identity" else predict(X)
+            view = identity_view(queries)
+            identity = obs[:, view] if view is not None else predict(X)
             results.append(
                 _result(
                     int(model_id),
