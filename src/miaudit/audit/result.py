@@ -176,13 +176,12 @@ def build_result(
     rocs = {k: roc_curve(v.ravel(), is_member.ravel())[:2] for k, v in scores.items()}
     h_fpr = choose_headline_fpr(metrics)
     best = best_attack(metrics, h_fpr)
-    lab = np.full(len(record_ids), -1) if labels is None else np.asarray(labels)
-    vuln = per_record_vulnerability(scores[best], is_member, record_ids, lab, flag_fpr)
+    vuln = per_record_vulnerability(scores[best], is_member, record_ids, labels, flag_fpr)
     t, n = is_member.shape
     long = pd.DataFrame(
         {
             "target": np.repeat(np.asarray(targets, dtype=object), n),
-            "label": np.tile(lab, t),
+            **({} if labels is None else {"label": np.tile(np.asarray(labels), t)}),
             "is_member": is_member.ravel(),
             **{k: v.ravel() for k, v in scores.items()},
         },
@@ -247,7 +246,7 @@ def per_record_vulnerability(
     scores: NDArray[np.float64],
     is_member: NDArray[np.bool_],
     record_ids: Sequence[Any],
-    labels: NDArray[np.int64],
+    labels: NDArray[np.int64] | None,
     flag_fpr: float,
 ) -> pd.DataFrame:
     """How often each record is exposed across targets by one attack.
@@ -258,7 +257,7 @@ def per_record_vulnerability(
         Scores of one attack on ``n`` records for ``T`` targets.
     is_member : ndarray of shape (T, n), bool
         Whether each target trained on each record.
-    record_ids, labels : sequences of length n
+    record_ids, labels : sequences of length n (labels may be None: no label column)
     flag_fpr : float
         For each target, the threshold is the one :func:`~miaudit.metrics.tpr_at_fpr` picks at
         this FPR on that target's scores; a record is flagged when its score reaches it.
@@ -285,7 +284,7 @@ def per_record_vulnerability(
         )
     df = pd.DataFrame(
         {
-            "label": np.asarray(labels),
+            **({} if labels is None else {"label": np.asarray(labels)}),
             "n_in": n_in,
             "n_flagged": n_flagged,
             "flag_rate": rate,

@@ -179,8 +179,7 @@ coin on average.</p>
 <h2>Most exposed records</h2>
 <p>Flagged by <b>{_e(result.best_attack)}</b> at {_e(format_fpr(result.flag_fpr))} FPR per
 target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flagged it,
-<i>n_false_flags</i> targets that did not train on it flagged it anyway. Every record's scores
-are in <code>scores.csv</code> / <code>scores.parquet</code>, keyed by record id.</p>
+<i>n_false_flags</i> targets that did not train on it flagged it anyway.{_scores_note(cfg)}</p>
 {_frame_table(top, "record_id")}
 <h2>Attacks run</h2>
 <table><tr><th class="name">label</th><th class="name">attack</th><th class="name">paper</th>
@@ -191,6 +190,15 @@ are in <code>scores.csv</code> / <code>scores.parquet</code>, keyed by record id
 <details><summary>configuration</summary><pre>{yaml_text}</pre></details>
 </body></html>
 """
+
+
+def _scores_note(cfg: dict[str, Any]) -> str:
+    if cfg.get("mode") == "scores":
+        return ""
+    return (
+        " Every record's scores are in <code>scores.csv</code> / <code>scores.parquet</code>, "
+        "keyed by record id."
+    )
 
 
 def _to_yaml(cfg: dict[str, Any]) -> str:

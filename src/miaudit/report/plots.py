@@ -110,7 +110,15 @@ def plot_roc(
     fig = Figure(figsize=ROC_FIGSIZE)
     ax = fig.add_subplot()
     for name, (fpr, tpr) in checked.items():
-        ax.plot(fpr, tpr, lw=1.5, label=_legend_label(name, summaries.get(name), legend_fpr))
+        # Steps: between two FPRs a threshold rule achieves the TPR of the left point; a straight
+        # segment would overstate the TPR (most visibly left of the first nonzero FPR).
+        ax.plot(
+            fpr,
+            tpr,
+            lw=1.5,
+            drawstyle="steps-post",
+            label=_legend_label(name, summaries.get(name), legend_fpr),
+        )
     ax.plot([min_fpr, 1], [min_fpr, 1], ls="--", lw=1, color="gray", label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
