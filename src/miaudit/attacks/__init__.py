@@ -38,17 +38,19 @@ def get(name: str) -> type[Attack]:
 
 def create(name: str, **params: Any) -> Attack:
     """Instantiate attack ``name`` with ``params``; unknown parameters are a clear error."""
-    cls = get(name)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        import inspect
+    import inspect
 
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    cls = get(name)
+    signature = inspect.signature(cls.__init__)
+    try:
+        signature.bind(None, **params)
+    except TypeError as exc:
+        valid = [p for p in signature.parameters if p != "self"]
         raise ValidationError(
             f"attack {name!r}: bad parameters {sorted(params)} ({exc}); "
             f"valid parameters: {', '.join(valid) or 'none'}"
         ) from None
+    return cls(**params)
 
 
 def names() -> list[str]:

@@ -126,13 +126,32 @@ class AttackData:
         if self.population_target is not None or self.population_references is not None:
             if self.population_labels is None:
                 raise ValidationError("population_labels: required with population outputs")
-            self.population_labels = np.asarray(self.population_labels).astype(np.int64)
+        if self.population_labels is not None:
+            pop = np.asarray(self.population_labels)
+            if pop.ndim != 1:
+                raise ValidationError(f"population_labels: expected shape (z,), got {pop.shape}")
+            self.population_labels = (
+                check_labels(pop, n_classes, name="population_labels")
+                if n_classes
+                else check_labels(pop, int(pop.max(initial=0)) + 1, name="population_labels")
+            )
+        z = self.n_population
         if self.population_target is not None:
             self.population_target = _as_outputs(self.population_target, "population_target", 1)
+            if self.population_target.shape[0] != z:
+                raise ValidationError(
+                    f"population_target: has {self.population_target.shape[0]} records but "
+                    f"population_labels has {z}"
+                )
         if self.population_references is not None:
             self.population_references = _as_outputs(
                 self.population_references, "population_references", 2
             )
+            if self.population_references.shape[1] != z:
+                raise ValidationError(
+                    f"population_references: has {self.population_references.shape[1]} records "
+                    f"but population_labels has {z}"
+                )
 
     @classmethod
     def from_signals(
