@@ -419,11 +419,17 @@ class StackedCNN(StackedNet):
         return self.head.hidden_sizes()
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` laid out ``(B, K·c, H, W)`` (model-major channels) → ``(K, B, features)``."""
+        """``x`` laid out ``(B, K·c, H, W)`` (model-major channels) → ``(K, B, features)``.
+
+        Computed in the channels-last memory format, in which oneDNN's grouped convolutions and
+        pooling run about twice as fast on CPU (the logical layout, hence the result, is the
+        same)."""
         k = self.n_models
+        x = x.contiguous(memory_format=torch.channels_last)
         for i in range(self.n_blocks):
             w, b = self.params[2 * i], self.params[2 * i + 1]
-            x = F.conv2d(x, w.flatten(0, 1), b.flatten(), padding=KERNEL // 2, groups=k)
+            weight = w.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            x = F.conv2d(x, weight, b.flatten(), padding=KERNEL // 2, groups=k)
             x = F.max_pool2d(F.relu(x), POOL)
         batch = x.shape[0]
         return x.reshape(batch, k, -1).transpose(0, 1)
