@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+#: Width of tables written to a file or a CI log (a terminal uses its own width): wide enough
+#: for the metrics table with its intervals on one line per attack.
+LOG_WIDTH = 140
+console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
