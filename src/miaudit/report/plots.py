@@ -25,6 +25,10 @@ __all__ = ["clipped_bin_edges", "plot_roc", "plot_score_histograms"]
 #: Resolution of saved figures (dots per inch).
 DPI = 150
 #: Size of the ROC figure in inches.
+#: Up to this many curves the legend sits inside the axes (lower right); more go outside.
+LEGEND_INSIDE_MAX = 4
+#: Inches added to the ROC figure's width when the legend sits outside the axes.
+LEGEND_OUTSIDE_EXTRA_WIDTH = 4.0
 ROC_FIGSIZE = (5.5, 5.0)
 #: Size of one histogram panel in inches, and panels per row.
 HIST_PANEL_SIZE = (4.0, 3.0)
@@ -107,7 +111,9 @@ def plot_roc(
         raise ValidationError(f"min_fpr: expected a value in (0, 1), got {min_fpr!r}")
     summaries = summaries or {}
 
-    fig = Figure(figsize=ROC_FIGSIZE)
+    outside = len(curves) > LEGEND_INSIDE_MAX
+    width, height = ROC_FIGSIZE
+    fig = Figure(figsize=(width + LEGEND_OUTSIDE_EXTRA_WIDTH, height) if outside else ROC_FIGSIZE)
     ax = fig.add_subplot()
     for name, (fpr, tpr) in checked.items():
         # Steps: between two FPRs a threshold rule achieves the TPR of the left point; a straight
@@ -128,7 +134,11 @@ def plot_roc(
     ax.set_ylabel("true-positive rate")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    if outside:
+        # Many curves: a legend inside would hide the low-FPR region the plot is about.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    else:
+        ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
 
