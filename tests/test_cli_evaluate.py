@@ -319,3 +319,21 @@ def test_progress_enabled_rules(monkeypatch):
     assert progress_enabled(None) is True
     with pytest.raises(ValidationError, match=r"iterable_or_total: expected a non-negative"):
         list(progress(-1, "x"))
+
+
+def test_report_says_how_many_scores_were_nan(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from miaudit.cli import app
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=200)
+    scores[:7] = np.nan
+    pd.DataFrame({"score": scores, "is_member": np.arange(200) % 2}).to_csv(
+        tmp_path / "s.csv", index=False)
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "s.csv"), "--out",
+                                   str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "NaN scores (ranked lowest, i.e. as non-members): s: 7." in (
+        tmp_path / "o" / "report.html").read_text()

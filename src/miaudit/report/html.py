@@ -34,7 +34,7 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4} td.name,th.name{text-align:left}
 img{max-width:100%} pre{background:#f7f7f7;padding:.8rem;overflow-x:auto;font-size:.8rem}
-.muted{color:#666;font-size:.85rem} .best{font-weight:bold}
+.muted{color:#666;font-size:.85rem} .best{font-weight:bold} .nan{color:#b00}
 """
 
 #: Marks a TPR whose target FPR is below the evaluation's resolution.
@@ -93,6 +93,12 @@ def _metrics_table(metrics: dict[str, MetricsSummary], best: str) -> str:
         f"(δ = {first.epsilon.delta:g}, threshold chosen "
         f"{_e(first.epsilon.selection.replace('_', ' '))}).</p>"
     )
+    nans = [f"{_e(k)}: {v.n_nan}" for k, v in metrics.items() if v.n_nan]
+    if nans:
+        note += (
+            f"<p class='nan'>NaN scores (ranked lowest, i.e. as non-members): "
+            f"{', '.join(nans)}.</p>"
+        )
     return (
         f"<table><tr><th class='name'>attack</th><th>AUC [interval]</th>"
         f"<th>balanced accuracy</th><th>advantage</th>{head}<th>ε lower bound</th></tr>"
