@@ -229,6 +229,20 @@ class SideStats:
             return np.sqrt(self.sq_dev / self.count[:, None])
 
 
+def _stats_from_sums(
+    count: NDArray[np.int64],
+    s1: NDArray[np.float64],
+    s2: NDArray[np.float64],
+    shift: NDArray[np.float64],
+) -> SideStats:
+    """:class:`SideStats` from the count and the sums of ``d`` and ``d**2`` (``d = x - shift``)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_d = s1 / count[:, None]
+    sq = np.maximum(s2 - s1 * mean_d, 0.0)
+    sq[count == 0] = np.nan
+    return SideStats(count=count, mean=shift + mean_d, sq_dev=sq)
+
+
 def side_stats(x: NDArray[np.float64], keep: NDArray[np.bool_]) -> tuple[SideStats, SideStats]:
     r""":class:`SideStats` of the IN side (``keep``) and of the OUT side (``~keep``).
 
@@ -245,13 +259,42 @@ def side_stats(x: NDArray[np.float64], keep: NDArray[np.bool_]) -> tuple[SideSta
     s2_all, s2_in = d.sum(axis=0), masked_sum(d, weight)
     count_in = keep.sum(axis=0)
     count_out = keep.shape[0] - count_in
+    return (
+        _stats_from_sums(count_in, s1_in, s2_in, shift),
+        _stats_from_sums(count_out, s1_all - s1_in, s2_all - s2_in, shift),
+    )
+
+
+def masked_stats(x: NDArray[np.float64], mask: NDArray[np.bool_]) -> SideStats:
+    """:class:`SideStats` of the references selected by ``mask`` (m, n) — for masks that are not
+    the complement of each other (see :func:`equal_count_masks`)."""
+    weight = mask.astype(np.float64)
+    shift = x[0]
+    d = x - shift
+    s1 = masked_sum(d, weight)
+    np.multiply(d, d, out=d)
+    return _stats_from_sums(mask.sum(axis=0), s1, masked_sum(d, weight), shift)
+
+
+def equal_count_masks(keep: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """IN and OUT masks that give every record the same number of references on each side.
+
+    Each side keeps, for every record, its first ``k`` references in model order, where ``k``
+    is the smallest count of that side over all records (the LiRA reference code truncates the
+    same way). Why it matters: in a leave-one-out audit over a balanced keep matrix, a record
+    the target trained on has one IN reference fewer and one OUT reference more than a record
+    it did not train on. Statistics fitted to different sample sizes differ in distribution
+    (a per-record std from fewer samples is smaller on average), which makes the score depend
+    on membership even for models that learned nothing.
+
+    Returns
+    -------
+    in_mask, out_mask : ndarray of shape (m, n), bool
+    """
     out = []
-    for count, s1, s2 in ((count_in, s1_in, s2_in), (count_out, s1_all - s1_in, s2_all - s2_in)):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_d = s1 / count[:, None]
-        sq = np.maximum(s2 - s1 * mean_d, 0.0)
-        sq[count == 0] = np.nan
-        out.append(SideStats(count=count, mean=shift + mean_d, sq_dev=sq))
+    for side in (keep, ~keep):
+        k = int(side.sum(axis=0).min())
+        out.append(side & (np.cumsum(side, axis=0) <= k))
     return out[0], out[1]
 
 

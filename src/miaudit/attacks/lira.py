@@ -50,10 +50,11 @@ from miaudit.attacks._common import (
     SideStats,
     as_queries,
     check_reference_signals,
+    equal_count_masks,
     masked_median,
+    masked_stats,
     references_by_record,
     require_references,
-    side_mask,
     side_stats,
 )
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
@@ -115,22 +116,36 @@ class GaussianFit:
 
 
 class _References:
-    """Validated reference signals and keep matrix; per-side statistics computed once."""
+    """Validated reference signals and the IN/OUT masks; per-side statistics computed once."""
 
-    def __init__(self, x: NDArray[np.float64], keep: NDArray[np.bool_]) -> None:
+    def __init__(
+        self, x: NDArray[np.float64], in_mask: NDArray[np.bool_], out_mask: NDArray[np.bool_]
+    ) -> None:
         self.x = x
-        self.keep = keep
-        self._stats: tuple[SideStats, SideStats] | None = None
+        self.masks = {"in": in_mask, "out": out_mask}
+        self._stats: dict[str, SideStats] = {}
         self._by_record: NDArray[np.float64] | None = None
+
+    @classmethod
+    def from_keep(cls, x: NDArray[np.float64], keep: NDArray[np.bool_]) -> _References:
+        """IN = ``keep``, OUT = ``~keep``."""
+        return cls(x, keep, ~keep)
 
     @property
     def n_models(self) -> int:
         return int(self.x.shape[0])
 
+    def mask(self, side: Side) -> NDArray[np.bool_]:
+        return self.masks[side]
+
     def stats(self, side: Side) -> SideStats:
-        if self._stats is None:
-            self._stats = side_stats(self.x, self.keep)
-        return self._stats[0 if side == "in" else 1]
+        if side not in self._stats:
+            in_mask, out_mask = self.masks["in"], self.masks["out"]
+            if np.array_equal(out_mask, ~in_mask):  # one pass gives both sides
+                self._stats["in"], self._stats["out"] = side_stats(self.x, in_mask)
+            else:
+                self._stats[side] = masked_stats(self.x, self.masks[side])
+        return self._stats[side]
 
     def by_record(self) -> NDArray[np.float64]:
         if self._by_record is None:
@@ -143,7 +158,7 @@ def _mean_center(refs: _References, side: Side) -> NDArray[np.float64]:
 
 
 def _median_center(refs: _References, side: Side) -> NDArray[np.float64]:
-    return masked_median(refs.x, side_mask(refs.keep, side), refs.by_record())[0]
+    return masked_median(refs.x, refs.mask(side), refs.by_record())[0]
 
 
 #: Location estimators of a side's reference signals, by name: each maps the references and a
@@ -251,7 +266,7 @@ def fit_gaussians(
     sel = check_keep(mask, "mask", shape=ref.shape[:2])
     if missing not in ("error", "column_mean"):
         raise ValidationError(f"missing: expected 'error' or 'column_mean', got {missing!r}")
-    refs = _References(ref, sel)
+    refs = _References.from_keep(ref, sel)
     return _fit(refs, "in", center, resolve_variance(variance, ref.shape[0]), missing)
 
 
@@ -311,6 +326,7 @@ def lira_scores(
     center: str = "median",
     variance: str = "per_record",
     offline_test: str = "one_sided",
+    equalize: bool = False,
 ) -> NDArray[np.float64]:
     r"""LiRA scores (Carlini et al., S&P 2022), higher = member.
 
@@ -329,6 +345,11 @@ def lira_scores(
     variance : {"per_record", "global", "auto"}
     offline_test : {"one_sided", "two_sided"}
         Only used offline.
+    equalize : bool
+        Fit every record's Gaussians to the same number of IN and of OUT references
+        (:func:`~miaudit.attacks._common.equal_count_masks`). Needed when the counts depend on
+        membership, as in a leave-one-out audit over a balanced keep matrix; the registered
+        attacks turn it on.
 
     Returns
     -------
@@ -352,7 +373,7 @@ def lira_scores(
     require_references(kp, "out", mode)
     if online:
         require_references(kp, "in", mode)
-    refs = _References(ref, kp)
+    refs = _References(ref, *equal_count_masks(kp)) if equalize else _References.from_keep(ref, kp)
     out = _fit(refs, "out", center, variance, "error")
     if test is not None:
         return test(tgt, out).mean(axis=1)
@@ -366,11 +387,14 @@ class _LiraBase(Attack):
 
     online: ClassVar[bool]
 
-    def __init__(self, center: str = "median", variance: str = "auto") -> None:
+    def __init__(
+        self, center: str = "median", variance: str = "auto", equalize: bool = True
+    ) -> None:
         CENTERS.get(center)
         resolve_variance(variance, GLOBAL_VARIANCE_BELOW)
         self.center = center
         self.variance = variance
+        self.equalize = bool(equalize)
 
     def _score(self, data: AttackData) -> NDArray[np.float64]:
         return lira_scores(
@@ -415,8 +439,12 @@ class LiraOfflineAttack(_LiraBase):
     online = False
 
     def __init__(
-        self, center: str = "median", variance: str = "auto", offline_test: str = "one_sided"
+        self,
+        center: str = "median",
+        variance: str = "auto",
+        offline_test: str = "one_sided",
+        equalize: bool = True,
     ) -> None:
-        super().__init__(center, variance)
+        super().__init__(center, variance, equalize)
         OFFLINE_TESTS.get(offline_test)
         self.offline_test = offline_test

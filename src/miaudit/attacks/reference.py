@@ -33,6 +33,7 @@ from miaudit.attacks import register
 from miaudit.attacks._common import (
     as_queries,
     check_reference_signals,
+    equal_count_masks,
     interpolated_rank,
     masked_mean,
     masked_sorted,
@@ -59,7 +60,9 @@ YE = (
 )
 
 
-def attack_r_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) -> NDArray:
+def attack_r_scores(
+    target: ArrayLike, reference: ArrayLike, keep: ArrayLike, *, equalize: bool = False
+) -> NDArray:
     """Attack-R (Ye et al., CCS 2022): interpolated rank among the record's OUT references.
 
     Parameters
@@ -70,6 +73,10 @@ def attack_r_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) ->
         Reference models' signal.
     keep : array-like of shape (m, n), bool
         Every record needs at least one OUT reference.
+    equalize : bool
+        Rank every record among the same number of OUT references (the smallest count over
+        records; :func:`~miaudit.attacks._common.equal_count_masks`), so that the set of
+        possible ranks does not depend on membership (it does in a leave-one-out audit).
 
     Returns
     -------
@@ -78,7 +85,7 @@ def attack_r_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) ->
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "out", "Attack-R")
-    out = ~kp
+    out = equal_count_masks(kp)[1] if equalize else ~kp
     rows = masked_sorted(ref, out)  # (n, q, m)
     below = np.count_nonzero(rows < tgt[..., None], axis=-1)
     rank = interpolated_rank(
@@ -161,7 +168,9 @@ class _NegLossReferenceAttack(Attack):
 
 
 @register("attack_r")
-class AttackR(_NegLossReferenceAttack):
+class AttackR(Attack):
+    """Attack-R on the negative loss; ``equalize`` (default True) as in :func:`attack_r_scores`."""
+
     info = AttackInfo(
         name="attack_r",
         title="Attack-R: rank of the target's loss among the record's OUT reference losses",
@@ -170,7 +179,17 @@ class AttackR(_NegLossReferenceAttack):
         needs_references=True,
         needs_out_references=True,
     )
-    score_fn = staticmethod(attack_r_scores)
+
+    def __init__(self, equalize: bool = True) -> None:
+        self.equalize = bool(equalize)
+
+    def _score(self, data: AttackData) -> NDArray[np.float64]:
+        return attack_r_scores(
+            -data.signal(SIGNAL, "target"),
+            -data.signal(SIGNAL, "references"),
+            np.asarray(data.keep),
+            equalize=self.equalize,
+        )
 
 
 @register("calibrated_loss")
