@@ -236,3 +236,30 @@ def test_more_references_extend_the_keep_matrix_and_train_only_new_models(tmp_pa
     assert len(stores) == 1  # one lineage: extended, not redrawn
     again = run(3)
     assert again.timings["training"] < 1.0
+
+
+def test_empty_attack_list_is_a_config_error(tmp_path):
+    p = _write(tmp_path, "data: {name: digits}\nattacks: []\nn_references: 3\n")
+    with pytest.raises(ConfigError, match=r"line 2: attacks: List should have at least 1 item"):
+        load_config(p)
+
+
+def test_callable_target_returning_probabilities_is_read_as_probabilities(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    ds = load_digits(flat=True)
+    member = np.random.default_rng(1).random(len(ds)) < 0.5
+    model = LogisticRegression(max_iter=300).fit(ds.X[member], ds.y[member])
+    cfg = {"mode": "model", "output": str(tmp_path / "o"), "target": {},
+           "training": {"recipe": "sklearn", "params": {
+               "estimator": "sklearn.linear_model.LogisticRegression",
+               "params": {"max_iter": 300}}},
+           "n_references": 2, "attacks": ["loss"], "fprs": [0.1], "quiet": True}
+    auto = Audit(cfg, dataset=ds, is_member=member, target_predict=model.predict_proba).run()
+    cfg["target"] = {"output_kind": "probs"}
+    cfg["output"] = str(tmp_path / "p")
+    given = Audit(cfg, dataset=ds, is_member=member, target_predict=model.predict_proba).run()
+    np.testing.assert_allclose(auto.scores["loss"], given.scores["loss"])
+    # LOSS on probabilities: -log p_y of the model.
+    p = model.predict_proba(ds.X)[np.arange(len(ds)), ds.y]
+    np.testing.assert_allclose(auto.scores["loss"].to_numpy(), np.log(p), atol=1e-6)

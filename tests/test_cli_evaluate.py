@@ -337,3 +337,17 @@ def test_report_says_how_many_scores_were_nan(tmp_path):
     assert res.exit_code == 0, res.output
     assert "NaN scores (ranked lowest, i.e. as non-members): s: 7." in (
         tmp_path / "o" / "report.html").read_text()
+
+
+def test_evaluate_header_only_file_and_single_non_member(tmp_path):
+    from miaudit.cli import app
+
+    (tmp_path / "empty.csv").write_text("score,is_member\n")
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "empty.csv"), "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 2 and "has no rows" in res.output
+    (tmp_path / "one.csv").write_text("score,is_member\n0.1,1\n0.5,1\n0.9,1\n0.2,0\n")
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "one.csv"), "--out",
+                                   str(tmp_path / "p"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p" / "report.html").is_file()

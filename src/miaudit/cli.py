@@ -167,6 +167,10 @@ def load_score_file(
     """
     path = Path(path)
     df = _read_table(path)
+    if df.empty:
+        raise ValidationError(
+            f"{path}: the file has no rows (columns: {', '.join(map(str, df.columns))})"
+        )
     raw_scores = _column(df, score_col, "score", "--score-col", path)
     raw_member = _column(df, member_col, "membership", "--member-col", path)
     if not pd.api.types.is_numeric_dtype(raw_scores) or pd.api.types.is_bool_dtype(raw_scores):
@@ -304,12 +308,25 @@ def evaluate(
     sf = load_score_file(file, score_col=score_col, member_col=member_col, id_col=id_col)
     ids = sf.record_ids if sf.record_ids is not None else np.arange(sf.scores.size)
     result = build_result(
-        {sf.path.stem: sf.scores[None, :]}, sf.is_member[None, :], ids, None, ["scores"],
-        fprs=fprs, alpha=alpha, delta=delta, n_bootstrap=n_bootstrap, seed=seed,
+        {sf.path.stem: sf.scores[None, :]},
+        sf.is_member[None, :],
+        ids,
+        None,
+        ["scores"],
+        fprs=fprs,
+        alpha=alpha,
+        delta=delta,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
         attacks={sf.path.stem: {"name": "scores", "title": f"scores from {sf.path.name}"}},
     )
-    result.config = {"mode": "scores", "input": str(sf.path), "score_col": score_col,
-                     "member_col": member_col, "seed": seed}
+    result.config = {
+        "mode": "scores",
+        "input": str(sf.path),
+        "score_col": score_col,
+        "member_col": member_col,
+        "seed": seed,
+    }
     summary = result.metrics[sf.path.stem]
     metrics_path = write_json({"input": sf.path.name, **summary.to_dict()}, out / "metrics.json")
     report_path = result.to_html(out / "report.html")
@@ -365,11 +382,9 @@ def run(
 @app.command()
 @cli_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
-        "miaudit-demo"
-    ),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("miaudit-demo"),
     references: Annotated[
-        int, typer.Option(help="Reference models (the target is one more).", min=2)
+        int, typer.Option(help="Reference models (the target is one more).", min=3)
     ] = 16,
     epochs: Annotated[int, typer.Option(help="Training epochs of each MLP.", min=1)] = 60,
     seed: Annotated[int, typer.Option(help="Seed of the whole audit.")] = 0,
@@ -378,7 +393,7 @@ def demo(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Audit an MLP on the bundled digits data (no download, about a minute on 2 cores)."""
+    """Audit an MLP on the bundled digits data (no download, about 10 s on 2 cores)."""
     from miaudit.audit.pipeline import Audit
     from miaudit.demo import demo_config
 

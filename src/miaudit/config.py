@@ -103,7 +103,8 @@ class TargetConfig(_Section):
     )
     output_kind: Literal["logits", "probs"] | None = Field(
         default=None,
-        description="what the model returns; default: probabilities for .skops, else logits",
+        description="what the model returns; default: probabilities for .skops; for a "
+        "callable, probabilities when every row lies in [0, 1] and sums to 1, else logits",
     )
 
 
@@ -149,7 +150,8 @@ class AuditConfig(_Section):
     target: TargetConfig | None = None
     queries: list[str] = Field(default_factory=lambda: ["identity"])
     attacks: list[AttackSpec] = Field(
-        default_factory=lambda: [AttackSpec(name=n) for n in ("loss", "lira", "rmia")]
+        default_factory=lambda: [AttackSpec(name=n) for n in ("loss", "lira", "rmia")],
+        min_length=1,
     )
     fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS))
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)

@@ -7,10 +7,11 @@ it registers itself with ``@REGISTRY.register("name")``.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from miaudit.exceptions import UnknownNameError
+from miaudit.exceptions import UnknownNameError, ValidationError
 
 T = TypeVar("T")
 
@@ -70,3 +71,22 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def check_call(fn: Callable[..., Any], what: str, *args: Any, **params: Any) -> None:
+    """Raise :class:`ValidationError` unless ``fn(*args, **params)`` matches ``fn``'s signature.
+
+    Checks the call without making it, so that an unknown keyword is reported as such (with
+    the valid ones listed) and a ``TypeError`` raised *inside* ``fn`` is never mistaken for
+    one. ``what`` names the thing called in the message (e.g. ``"attack 'lira'"``).
+    """
+    sig = inspect.signature(fn)
+    try:
+        sig.bind(*args, **params)
+    except TypeError as exc:
+        skip = len(args)
+        valid = [p for i, p in enumerate(sig.parameters) if i >= skip]
+        raise ValidationError(
+            f"{what}: bad parameters {sorted(params)} ({exc}); valid parameters: "
+            f"{', '.join(valid) or 'none'}"
+        ) from None

@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
-from miaudit.exceptions import ValidationError
-from miaudit.registry import Registry
+from miaudit.registry import Registry, check_call
 
 REGISTRY: Registry[type[Attack]] = Registry("attack")
 
@@ -38,18 +37,8 @@ def get(name: str) -> type[Attack]:
 
 def create(name: str, **params: Any) -> Attack:
     """Instantiate attack ``name`` with ``params``; unknown parameters are a clear error."""
-    import inspect
-
     cls = get(name)
-    signature = inspect.signature(cls.__init__)
-    try:
-        signature.bind(None, **params)
-    except TypeError as exc:
-        valid = [p for p in signature.parameters if p != "self"]
-        raise ValidationError(
-            f"attack {name!r}: bad parameters {sorted(params)} ({exc}); "
-            f"valid parameters: {', '.join(valid) or 'none'}"
-        ) from None
+    check_call(cls.__init__, f"attack {name!r}", None, **params)
     return cls(**params)
 
 

@@ -380,6 +380,10 @@ class Audit:
                 f"target: returned outputs of shape {out.shape[::2]} per query; expected "
                 f"({len(ds)}, {ds.n_classes})"
             )
+        explicit = self.config.target is not None and self.config.target.output_kind is not None
+        if target.kind == "logits" and not explicit and _looks_like_probabilities(out):
+            # A callable whose kind was not given returned probability vectors.
+            target.kind = "probs"
         if target.kind == "probs":
             # log-probabilities are logits of the same softmax: every signal is unchanged.
             with np.errstate(divide="ignore"):
@@ -473,6 +477,18 @@ def _with_target_row(
         index=pd.Index(["target"], name="model"),
     )
     return pd.concat([row, models.assign(role="reference")])
+
+
+def _looks_like_probabilities(out: NDArray) -> bool:
+    """Every row in [0, 1] and summing to 1 (within the tolerance of :mod:`miaudit.signals`)."""
+    from miaudit.signals import PROB_SUM_TOLERANCE
+
+    return bool(
+        out.size
+        and out.min() >= 0.0
+        and out.max() <= 1.0
+        and np.all(np.abs(out.sum(axis=-1) - 1.0) <= PROB_SUM_TOLERANCE)
+    )
 
 
 def _query_views(X: NDArray, queries: list[str]) -> list[NDArray]:

@@ -33,7 +33,7 @@ from miaudit._validation import check_labels
 from miaudit.data.base import Dataset
 from miaudit.data.registry import register_dataset
 from miaudit.exceptions import ValidationError
-from miaudit.registry import Registry
+from miaudit.registry import Registry, check_call
 
 FileLoader = Callable[..., Dataset]
 """A function ``(path, **options) -> Dataset`` reading one file."""
@@ -316,6 +316,7 @@ def load_file(path: str | Path, **options: Any) -> Dataset:
     """
     p = _existing(path)
     loader = FILE_FORMATS.get(p.suffix.lower() or "(no suffix)")
+    check_call(loader, f"{p.suffix or p.name} loader", p, **options)
     return loader(p, **options)
 
 

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from miaudit.data.base import Dataset
-from miaudit.exceptions import ValidationError
-from miaudit.registry import Registry
+from miaudit.registry import Registry, check_call
 
 DatasetFactory = Callable[..., Dataset]
 """A function that builds a :class:`~miaudit.data.base.Dataset` from keyword parameters."""
@@ -72,12 +71,5 @@ def load_dataset(name: str, **params: Any) -> Dataset:
     """
     _load_all()
     factory = DATASETS.get(name)
-    sig = inspect.signature(factory)
-    try:
-        sig.bind(**params)
-    except TypeError as exc:
-        valid = ", ".join(sig.parameters) or "none"
-        raise ValidationError(
-            f"dataset {name!r}: bad parameters {sorted(params)} ({exc}); valid parameters: {valid}"
-        ) from None
+    check_call(factory, f"dataset {name!r}", **params)
     return factory(**params)

@@ -37,6 +37,9 @@ img{max-width:100%} pre{background:#f7f7f7;padding:.8rem;overflow-x:auto;font-si
 .muted{color:#666;font-size:.85rem} .best{font-weight:bold} .nan{color:#b00}
 """
 
+#: Left end of the ROC's FPR axis at most (with a single non-member, 1/n would be 1).
+MAX_AXIS_MIN_FPR = 0.1
+
 #: Marks a TPR whose target FPR is below the evaluation's resolution.
 _BELOW = "†"
 
@@ -221,7 +224,7 @@ def write_report(result: AuditResult, path: Path) -> Path:
     roc_png = plot_roc(
         result.rocs,
         path.parent / "roc.png",
-        min_fpr=1.0 / n_non,
+        min_fpr=min(1.0 / n_non, MAX_AXIS_MIN_FPR),
         summaries=result.metrics,
         legend_fpr=result.headline_fpr,
     )
