@@ -155,20 +155,22 @@ def sablayrolles_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike
 
 
 class _NegLossReferenceAttack(Attack):
-    """Registered attack = ``score_fn(-loss of target, -loss of references, keep)``."""
+    """Registered attack = ``score_fn(-loss of target, -loss of references, keep, **params)``
+    with the attack's hyper-parameters (:meth:`params`) as keywords."""
 
-    score_fn: ClassVar[Callable[[ArrayLike, ArrayLike, ArrayLike], NDArray]]
+    score_fn: ClassVar[Callable[..., NDArray]]
 
     def _score(self, data: AttackData) -> NDArray[np.float64]:
         return type(self).score_fn(
             -data.signal(SIGNAL, "target"),
             -data.signal(SIGNAL, "references"),
             np.asarray(data.keep),
+            **self.params(),
         )
 
 
 @register("attack_r")
-class AttackR(Attack):
+class AttackR(_NegLossReferenceAttack):
     """Attack-R on the negative loss; ``equalize`` (default True) as in :func:`attack_r_scores`."""
 
     info = AttackInfo(
@@ -180,16 +182,10 @@ class AttackR(Attack):
         needs_out_references=True,
     )
 
+    score_fn = staticmethod(attack_r_scores)
+
     def __init__(self, equalize: bool = True) -> None:
         self.equalize = bool(equalize)
-
-    def _score(self, data: AttackData) -> NDArray[np.float64]:
-        return attack_r_scores(
-            -data.signal(SIGNAL, "target"),
-            -data.signal(SIGNAL, "references"),
-            np.asarray(data.keep),
-            equalize=self.equalize,
-        )
 
 
 @register("calibrated_loss")
