@@ -94,17 +94,17 @@ def attack_data(
         tgt = check_array(target_outputs, "target_outputs", ndim=3)
     else:
         tgt = np.asarray(bank.outputs[target])
-    outs = bank.outputs
     has_pop = population_idx.size > 0
+    ref_outs = np.asarray(bank.outputs[refs]) if refs.size else None  # gathered once
     data = AttackData(
         labels=bank.labels[audit_idx],
         target=tgt[audit_idx],
-        references=np.asarray(outs[refs][:, audit_idx]) if refs.size else None,
+        references=ref_outs[:, audit_idx] if ref_outs is not None else None,
         keep=keep[refs][:, audit_idx] if refs.size else None,
         population_labels=bank.labels[population_idx] if has_pop else None,
         population_target=tgt[population_idx] if has_pop else None,
-        population_references=np.asarray(outs[refs][:, population_idx])
-        if has_pop and refs.size
+        population_references=ref_outs[:, population_idx]
+        if has_pop and ref_outs is not None
         else None,
         kind=bank.kind,
     )
