@@ -50,11 +50,7 @@ from torch import nn
 from miaudit.data import keep_matrix
 from miaudit.train import make_recipe
 from miaudit.train.ensemble import (
-    NOISE_STREAM,
-    ORDER_STREAM,
-    model_generators,
     query_ensemble,
-    train_ensemble,
 )
 
 #: Side of the square matrices of the peak measurement, and how many products are timed.
@@ -97,11 +93,8 @@ def _train_part(part: tuple) -> float:
     """Train one part of the ensemble (in a worker); returns its training seconds."""
     X, y, keep, ids, config, sizes = part
     recipe = make_recipe("torch-mlp", config)
-    net = recipe.build((sizes[0],), sizes[-1], ids)
-    order = model_generators(config.seed, ids, ORDER_STREAM)
-    noise = model_generators(config.seed, ids, NOISE_STREAM)
     start = time.perf_counter()
-    train_ensemble(net, X, y, keep, config, order, noise)
+    recipe.train_models(X, y, sizes[-1], keep, ids)
     return time.perf_counter() - start
 
 
@@ -219,15 +212,14 @@ def main() -> None:
         seed=args.seed,
     )
     ids = list(range(args.models))
-    net = recipe.build((X.shape[1],), args.classes, ids)
-    order = model_generators(args.seed, ids, ORDER_STREAM)
-    noise = model_generators(args.seed, ids, NOISE_STREAM)
     start, start_cpu = time.perf_counter(), cpu_seconds()
-    train_ensemble(net, X, y, keep, recipe.config, order, noise)
+    groups = recipe.train_models(X, y, args.classes, keep, ids)
     vec_seconds = (time.perf_counter() - start, cpu_seconds() - start_cpu)
-    logits = query_ensemble(net, X, ["identity"])[:, :, 0]
-    pred = logits.argmax(-1)
+    pred = np.concatenate(
+        [query_ensemble(g.net, X, ["identity"])[:, :, 0].argmax(-1) for g in groups]
+    )
     vec_acc = [float((pred[k][~keep[k]] == data.y[~keep[k]]).mean()) for k in ids]
+    print(f"models per vectorised group: {len(groups[0].model_ids)}")
 
     split_seconds = None
     if args.split != "none":

@@ -13,12 +13,13 @@ from torch import nn
 
 from miaudit.data import keep_matrix
 from miaudit.exceptions import ValidationError
-from miaudit.train import make_recipe
+from miaudit.train import ensemble, make_recipe
 from miaudit.train.architectures import StackedCNN, StackedMLP, cross_entropy_grad
 from miaudit.train.ensemble import (
     LR_SCHEDULES,
     NOISE_STREAM,
     ORDER_STREAM,
+    compact_rows,
     learning_rates,
     model_generators,
     train_ensemble,
@@ -162,7 +163,11 @@ def test_manual_backward_matches_autograd():
     x = torch.randn(3, 8, 5, generator=g)
     y = torch.randint(0, 4, (3, 8), generator=g)
     masks = [(torch.rand(3, 8, h, generator=g) > 0.3).float() / 0.7 for h in (7, 6)]
-    loss = net.loss_and_grad(x, y, label_smoothing=0.2, dropout_masks=masks)
+    rows = net.batch_source(x.reshape(24, 5)).view(3, 8, 6)
+    np.testing.assert_array_equal(rows[..., 5].numpy(), 1.0)
+    loss = net.loss_and_grad(rows, y, label_smoothing=0.2, dropout_masks=masks)
+    assert net.loss_and_grad(rows, y, label_smoothing=0.2, dropout_masks=masks,
+                             need_loss=False) is None
     for k in range(3):
         ps = [p[k].clone().requires_grad_(True) for p in net.params]
         h = x[k]
@@ -303,3 +308,62 @@ def test_accuracy_uses_the_identity_view_wherever_it_is(digits):
     logits = a.observations[:, 1]
     out = ~keep[0]
     assert a.test_acc == pytest.approx(float((logits[out].argmax(1) == y[out]).mean()))
+
+
+def test_compact_rows_only_when_lossless():
+    binary = torch.tensor([[0.0, 1.0], [1.0, 255.0]])
+    assert compact_rows(binary).dtype == torch.uint8
+    np.testing.assert_array_equal(compact_rows(binary).float().numpy(), binary.numpy())
+    for rows in ([[0.0, 0.5]], [[-1.0, 1.0]], [[0.0, 256.0]]):
+        t = torch.tensor(rows)
+        assert compact_rows(t) is t
+
+
+def test_byte_rows_train_exactly_like_float_rows(digits, monkeypatch):
+    """The digits (integers 0..16) are gathered as bytes; widened back they give the same
+    batches, hence bit-identical models."""
+    X, y = digits
+    keep = keep_matrix(4, len(X), seed=0)[:2]
+    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64)
+    as_bytes = recipe.train_chunk(X, y, 10, keep, [0, 1], ("identity",))
+    monkeypatch.setattr(ensemble, "compact_rows", lambda rows: rows)
+    as_floats = recipe.train_chunk(X, y, 10, keep, [0, 1], ("identity",))
+    for a, b in zip(as_bytes, as_floats, strict=True):
+        assert all(np.array_equal(a.weights[n], b.weights[n]) for n in a.weights)
+
+
+def test_group_size_from_the_step_flop():
+    big = make_recipe("torch-mlp", hidden_sizes=(256,), batch_size=128)
+    # 6 · (601·256 + 257·100) · 128 FLOP per model-step → ⌈1e9 / 1.379e8⌉ = 8 models a group
+    assert big.group_size((600,), 100, 64) == 8
+    assert big.group_size((600,), 100, 5) == 5
+    small = make_recipe("torch-mlp", hidden_sizes=(16,), batch_size=64)
+    assert small.group_size((64,), 10, 40) == 40
+
+
+def test_groups_train_like_one_ensemble(digits, monkeypatch):
+    """Splitting a chunk into groups of one model changes nothing but the order of work."""
+    X, y = digits
+    keep = keep_matrix(6, len(X), seed=1)[:3]
+    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64, dropout=0.1)
+    together = recipe.train_models(X, y, 10, keep, [3, 4, 5])
+    monkeypatch.setattr(ensemble, "GROUP_STEP_FLOP", 1.0)
+    apart = recipe.train_models(X, y, 10, keep, [3, 4, 5])
+    assert len(together) == 1
+    assert [g.model_ids for g in apart] == [[3], [4], [5]]
+    assert [g.span for g in apart] == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    for j, group in enumerate(apart):
+        for p_all, p_one in zip(together[0].net.params, group.net.params, strict=True):
+            np.testing.assert_allclose(p_all[j].numpy(), p_one[0].numpy(), atol=1e-5)
+        assert group.losses[0] == pytest.approx(together[0].losses[j], rel=1e-4)
+
+
+def test_mlp_parameters_are_views_of_one_flat_row_per_model():
+    net = StackedMLP(5, (7,), 3, "relu", model_generators(0, range(2), 0))
+    assert net.flat.shape == (2, 6 * 7 + 8 * 3)
+    states = net.state_dicts()
+    states[1]["linear0.bias"] = np.arange(7, dtype=np.float32)
+    net.load_state_dicts(states)
+    np.testing.assert_array_equal(net.layers[0][1, 5].numpy(), np.arange(7))
+    np.testing.assert_array_equal(net.flat[1, 35:42].numpy(), np.arange(7))
+    assert net.params[0].grad.data_ptr() == net.flat.grad.data_ptr()

@@ -11,7 +11,11 @@ Two architectures:
 * :class:`StackedMLP` — ``d → h_1 → … → h_L → C`` fully connected with tanh or ReLU. Its forward
   *and backward* passes are written by hand as batched matrix products (``torch.baddbmm`` /
   ``torch.bmm`` on ``(K, B, ·)`` tensors), with no autograd graph: per step this is ``2L + 1``
-  batched GEMMs and a handful of element-wise kernels, whatever ``K``.
+  batched GEMMs and a handful of element-wise kernels, whatever ``K``. All parameters of a model
+  live in one flat row of a ``(K, P)`` tensor (the layers are views into it), so an optimiser
+  step is one element-wise kernel per state tensor, and the first layer's bias is the last row of
+  its weight matrix, multiplied by a column of ones that the training batches carry
+  (:meth:`StackedNet.batch_source`).
 * :class:`StackedCNN` — a small CNN for images ``(c, H, W)`` (8×8 digits, 32×32×3 CIFAR): blocks of
   3×3 convolution (padding 1) → ReLU → 2×2 max-pool, then the MLP head. The ``K`` models'
   convolutions run as one grouped convolution (``groups=K``: the input of model ``k`` is channel
@@ -102,41 +106,46 @@ def uniform_init(
 
 
 def cross_entropy_grad(
-    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Per-model mean cross-entropy and its gradient with respect to the logits.
+    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float, need_loss: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    r"""Per-model mean cross-entropy and the gradient of its batch *sum* with respect to the logits.
 
     With smoothed targets :math:`t = (1-\varepsilon)\,\mathrm{onehot}(y) + \varepsilon / C`
     (Szegedy et al., CVPR 2016; PyTorch's ``label_smoothing``), the loss of model ``k`` on its
     batch of ``B`` records is :math:`\frac1B\sum_b -\sum_c t_{bc}\log\mathrm{softmax}(z_b)_c`
-    and its gradient is :math:`(\mathrm{softmax}(z_b) - t_b)/B`.
+    and the gradient of the summed loss at record ``b`` is :math:`\mathrm{softmax}(z_b) - t_b`
+    (the caller scales by :math:`1/B`, inside its matrix products).
 
     Parameters
     ----------
     logits : tensor of shape (K, B, C)
     y : tensor of shape (K, B), int64
     label_smoothing : float in [0, 1)
+    need_loss : bool
+        Whether to compute the loss (else only the softmax is computed).
 
     Returns
     -------
-    loss : tensor of shape (K,)
+    loss : tensor of shape (K,), or None when ``need_loss`` is false
     grad : tensor of shape (K, B, C)
     """
     n_classes = logits.shape[-1]
-    batch = logits.shape[1]
-    logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    loss_b = -(1.0 - label_smoothing) * picked
-    if label_smoothing:
-        loss_b = loss_b - (label_smoothing / n_classes) * logp.sum(-1)
-    grad = logp.exp_()
+    loss = None
+    if need_loss:
+        logp = torch.log_softmax(logits, dim=-1)
+        loss_b = -(1.0 - label_smoothing) * logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        if label_smoothing:
+            loss_b = loss_b - (label_smoothing / n_classes) * logp.sum(-1)
+        loss = loss_b.mean(dim=1)
+        grad = logp.exp_()
+    else:
+        grad = torch.softmax(logits, dim=-1)
     grad.scatter_add_(
-        -1, y.unsqueeze(-1), torch.full_like(picked, label_smoothing - 1.0)[..., None]
+        -1, y.unsqueeze(-1), torch.full(y.shape, label_smoothing - 1.0).unsqueeze(-1)
     )
     if label_smoothing:
         grad.sub_(label_smoothing / n_classes)
-    grad.div_(batch)
-    return loss_b.mean(dim=1), grad
+    return loss, grad
 
 
 class StackedNet(ABC):
@@ -150,6 +159,17 @@ class StackedNet(ABC):
     def n_models(self) -> int:
         return int(self.params[0].shape[0])
 
+    def storage(self) -> list[torch.Tensor]:
+        """The tensors an optimiser updates, each with its gradient in ``.grad`` and a leading
+        model axis; together they hold every parameter exactly once (default: :attr:`params`)."""
+        return self.params
+
+    def batch_source(self, X: torch.Tensor) -> torch.Tensor:
+        """The rows that training batches are gathered from, one per record of ``X``
+        ``(n, *input_shape)``; :meth:`loss_and_grad` receives ``(K, B, *row_shape)`` batches of
+        them (default: ``X`` itself)."""
+        return X
+
     @abstractmethod
     def loss_and_grad(
         self,
@@ -159,8 +179,11 @@ class StackedNet(ABC):
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
         grad_decay: float = 0.0,
-    ) -> torch.Tensor:
+        need_loss: bool = True,
+    ) -> torch.Tensor | None:
         """Forward and backward pass on each model's own batch: ``p.grad ← grad_decay·p.grad + ∇``.
+
+        ``∇`` is the gradient of the model's *mean* loss over its batch.
 
         With ``grad_decay = μ`` the gradients *are* SGD's momentum buffers ``v ← μv + ∇``, which
         the MLP accumulates inside its matrix products (``baddbmm`` with ``beta = μ``) at no
@@ -168,8 +191,8 @@ class StackedNet(ABC):
 
         Parameters
         ----------
-        x : tensor of shape (K, B, *input_shape)
-            Model ``k``'s batch is ``x[k]``.
+        x : tensor of shape (K, B, *row_shape)
+            Model ``k``'s batch is ``x[k]``: rows of :meth:`batch_source`.
         y : tensor of shape (K, B), int64
         label_smoothing : float
         dropout_masks : list of tensors of shape (K, B, h_l), optional
@@ -177,11 +200,13 @@ class StackedNet(ABC):
             head.
         grad_decay : float
             Factor of the previous gradient kept in ``p.grad`` (0: plain gradient).
+        need_loss : bool
+            Whether to compute the losses (the gradient does not need them).
 
         Returns
         -------
-        tensor of shape (K,)
-            Each model's mean training loss on its batch.
+        tensor of shape (K,) or None
+            Each model's mean training loss on its batch (None when ``need_loss`` is false).
         """
 
     @abstractmethod
@@ -240,9 +265,15 @@ def _linear_params(
 class StackedMLP(StackedNet):
     """``K`` MLPs ``d → hidden_sizes → C`` with a hand-written batched backward pass.
 
-    Weights are stored ``(K, d_in, d_out)`` (so a layer is ``h @ W + b``; the transpose of
-    ``nn.Linear.weight``); biases ``(K, d_out)``. Safetensors files hold one model's
-    ``linear{i}.weight`` (``(d_in, d_out)``) and ``linear{i}.bias``.
+    Layer ``i`` is ``h @ W_i + b_i`` with ``W_i`` of shape ``(d_in, d_out)`` (the transpose of
+    ``nn.Linear.weight``). Its storage is the *augmented* matrix ``[W_i; b_i]`` of shape
+    ``(d_in + 1, d_out)`` (:attr:`layers`, ``(K, d_in + 1, d_out)`` views): for the first layer
+    the training batches end with a column of ones (:meth:`batch_source`), so one matrix product
+    computes ``x W_0 + b_0`` and one more computes both gradients; deeper layers add their bias.
+    All layers of model ``k`` lie in row ``k`` of :attr:`flat` ``(K, P)``, their gradients in
+    ``flat.grad``; :attr:`params` are views (``linear{i}.weight`` ``(K, d_in, d_out)`` and
+    ``linear{i}.bias`` ``(K, d_out)``, with their gradients as ``.grad``). Safetensors files hold
+    one model's ``linear{i}.weight`` (``(d_in, d_out)``) and ``linear{i}.bias``.
 
     Parameters
     ----------
@@ -267,11 +298,37 @@ class StackedMLP(StackedNet):
     ) -> None:
         self.sizes = [int(n_features), *map(int, hidden_sizes), int(n_classes)]
         self.activation = ACTIVATIONS.get(activation)
-        self.params, self.names = _linear_params(self.sizes, generators)
-        self._grads = [torch.zeros_like(p) for p in self.params]
-        for p, g in zip(self.params, self._grads, strict=True):
-            p.grad = g
+        k = len(generators)
+        pairs = list(itertools.pairwise(self.sizes))
+        self.flat = torch.empty(k, sum((d_in + 1) * d_out for d_in, d_out in pairs))
+        self.flat.grad = torch.zeros_like(self.flat)
+        self.layers: list[torch.Tensor] = []
+        self._layer_grads: list[torch.Tensor] = []
+        self.params, self.names = [], []
+        offset = 0
+        for i, (d_in, d_out) in enumerate(pairs):
+            span = slice(offset, offset + (d_in + 1) * d_out)
+            offset = span.stop
+            layer = self.flat[:, span].view(k, d_in + 1, d_out)
+            grad = self.flat.grad[:, span].view(k, d_in + 1, d_out)
+            layer[:, :d_in] = uniform_init((d_in, d_out), d_in, generators)
+            layer[:, d_in] = uniform_init((d_out,), d_in, generators)
+            self.layers.append(layer)
+            self._layer_grads.append(grad)
+            for part, name in ((slice(0, d_in), "weight"), (d_in, "bias")):
+                view = layer[:, part]
+                view.grad = grad[:, part]
+                self.params.append(view)
+                self.names.append(f"linear{i}.{name}")
         self._work: dict[str, torch.Tensor] = {}
+
+    def storage(self) -> list[torch.Tensor]:
+        return [self.flat]
+
+    def batch_source(self, X: torch.Tensor) -> torch.Tensor:
+        """``[X_flat, 1]``: the flattened records with a column of ones, ``(n, d + 1)``."""
+        flat = X.reshape(X.shape[0], -1)
+        return torch.cat([flat, torch.ones(flat.shape[0], 1, dtype=flat.dtype)], dim=1)
 
     def hidden_sizes(self) -> list[int]:
         return self.sizes[1:-1]
@@ -288,11 +345,12 @@ class StackedMLP(StackedNet):
         return buf
 
     def _layer(self, h: torch.Tensor, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``h @ W_i + b_i`` (into ``out`` when given)."""
-        w, b = self.params[2 * i], self.params[2 * i + 1]
+        """``h @ W_i + b_i`` (into ``out`` when given) for a layer after the first."""
+        d_in = self.sizes[i]
+        w, b = self.layers[i][:, :d_in], self.layers[i][:, d_in]
         if out is None:
             return torch.baddbmm(b.unsqueeze(1), h, w)
-        return torch.bmm(h, w, out=out).add_(b.unsqueeze(1))
+        return torch.baddbmm(b.unsqueeze(1), h, w, out=out)
 
     def loss_and_grad(
         self,
@@ -302,39 +360,58 @@ class StackedMLP(StackedNet):
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
         grad_decay: float = 0.0,
-    ) -> torch.Tensor:
-        """Manual forward/backward (see :meth:`StackedNet.loss_and_grad`).
+        need_loss: bool = True,
+    ) -> torch.Tensor | None:
+        """Manual forward/backward (see :meth:`StackedNet.loss_and_grad`); ``x`` is
+        ``(K, B, d + 1)``, rows of :meth:`batch_source`.
 
-        Backward, for layer ``i`` with input ``h_i`` and output gradient ``g_i`` (``(K, B, ·)``):
-        ``∂W_i = h_iᵀ g_i``, ``∂b_i = Σ_b g_i``, and, except for the first layer (no input
-        gradient is needed), ``g_{i-1} = f'(a_{i-1}) ⊙ m_{i-1} ⊙ (g_i W_iᵀ)`` where ``a`` is
-        the activation output and ``m`` the dropout mask.
+        Backward, for layer ``i`` with input ``h_i`` and output gradient ``g_i`` (``(K, B, ·)``,
+        the gradient of the batch *sum* of the losses): ``∂W_i = h_iᵀ g_i / B``,
+        ``∂b_i = Σ_b g_i / B`` (for the first layer both are one product with the augmented input
+        ``[x, 1]``), and, except for the first layer (no input gradient is needed),
+        ``g_{i-1} = f'(a_{i-1}) ⊙ m_{i-1} ⊙ (g_i W_iᵀ)`` where ``a`` is the activation output and
+        ``m`` the dropout mask.
         """
         k, batch = x.shape[:2]
-        h = x.reshape(k, batch, -1)
-        inputs = [h]
+        if x.shape[2] != self.sizes[0] + 1:
+            raise ValidationError(
+                f"x: expected rows of width {self.sizes[0] + 1} (features and a column of ones, "
+                f"see batch_source), got {x.shape[2]}"
+            )
+        inputs = [x]
         acts = []
         for i, width in enumerate(self.sizes[1:-1]):
-            a = self._layer(inputs[-1], i, out=self._buffer(f"act{i}", (k, batch, width)))
+            out = self._buffer(f"act{i}", (k, batch, width))
+            a = torch.bmm(x, self.layers[0], out=out) if i == 0 else self._layer(inputs[-1], i, out)
             acts.append(self.activation.forward_(a))
             if dropout_masks:
                 a = torch.mul(a, dropout_masks[i], out=self._buffer(f"drop{i}", a.shape))
             inputs.append(a)
-        logits = self._layer(
-            inputs[-1], self.n_layers - 1, out=self._buffer("logits", (k, batch, self.sizes[-1]))
+        last = self.n_layers - 1
+        logits_buf = self._buffer("logits", (k, batch, self.sizes[-1]))
+        logits = (
+            torch.bmm(x, self.layers[0], out=logits_buf)
+            if last == 0
+            else self._layer(inputs[-1], last, logits_buf)
         )
-        loss, g = cross_entropy_grad(logits, y, label_smoothing)
+        loss, g = cross_entropy_grad(logits, y, label_smoothing, need_loss)
+        scale = 1.0 / batch
         for i in reversed(range(self.n_layers)):
-            self._grads[2 * i].baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay)
-            if grad_decay:
-                self._grads[2 * i + 1].mul_(grad_decay).add_(g.sum(dim=1))
-            else:
-                torch.sum(g, dim=1, out=self._grads[2 * i + 1])
+            grad = self._layer_grads[i]
             if i == 0:
+                grad.baddbmm_(x.transpose(1, 2), g, beta=grad_decay, alpha=scale)
                 break
-            w = self.params[2 * i]
+            d_in = self.sizes[i]
+            grad[:, :d_in].baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay, alpha=scale)
+            bias_grad = grad[:, d_in]
+            if grad_decay:
+                bias_grad.mul_(grad_decay).add_(g.sum(dim=1), alpha=scale)
+            else:
+                torch.mul(g.sum(dim=1), scale, out=bias_grad)
             g = torch.bmm(
-                g, w.transpose(1, 2), out=self._buffer(f"grad{i}", (k, batch, w.shape[1]))
+                g,
+                self.layers[i][:, :d_in].transpose(1, 2),
+                out=self._buffer(f"grad{i}", (k, batch, d_in)),
             )
             if dropout_masks:
                 g.mul_(dropout_masks[i - 1])
@@ -345,8 +422,9 @@ class StackedMLP(StackedNet):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Shared input: the first layer is one GEMM ``(B, d) @ (d, K·h_1)``."""
         h = x.reshape(x.shape[0], -1)
-        w0, b0 = self.params[0], self.params[1]
-        k, d, h1 = w0.shape
+        d = self.sizes[0]
+        w0, b0 = self.layers[0][:, :d], self.layers[0][:, d]
+        k, _, h1 = w0.shape
         first = (h @ w0.permute(1, 0, 2).reshape(d, k * h1)).view(-1, k, h1).transpose(0, 1)
         first = first + b0.unsqueeze(1)
         if self.n_layers == 1:
@@ -362,8 +440,8 @@ class StackedCNN(StackedNet):
 
     A block is added only while the spatial size is at least :data:`POOL`; for 8×8 inputs with
     ``channels=(32, 64)`` the head sees ``64·2·2`` features, for 32×32 ``64·8·8``. Convolution
-    weights are stored ``(K, c_out, c_in, 3, 3)`` (``nn.Conv2d`` layout per model); the head as in
-    :class:`StackedMLP` with names prefixed ``head.``.
+    weights are stored ``(K, c_out, c_in, 3, 3)`` (``nn.Conv2d`` layout per model); the head's
+    layers as ``(K, d_in, d_out)`` weights and ``(K, d_out)`` biases named ``head.linear{i}.*``.
 
     Parameters
     ----------
@@ -407,16 +485,17 @@ class StackedCNN(StackedNet):
             self.names += [f"conv{i}.weight", f"conv{i}.bias"]
             c, height, width = int(c_out), height // POOL, width // POOL
             self.n_blocks += 1
-        self.head = StackedMLP(c * height * width, hidden_sizes, n_classes, activation, generators)
-        self.params += self.head.params
-        self.names += [f"head.{n}" for n in self.head.names]
-        self.activation = self.head.activation
+        self.head_sizes = [c * height * width, *map(int, hidden_sizes), int(n_classes)]
+        head, head_names = _linear_params(self.head_sizes, generators, prefix="head.")
+        self.params += head
+        self.names += head_names
+        self.activation = ACTIVATIONS.get(activation)
         for p in self.params:
             p.grad = None
             p.requires_grad_(True)
 
     def hidden_sizes(self) -> list[int]:
-        return self.head.hidden_sizes()
+        return self.head_sizes[1:-1]
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` laid out ``(B, K·c, H, W)`` (model-major channels) → ``(K, B, features)``.
@@ -435,7 +514,7 @@ class StackedCNN(StackedNet):
         return x.reshape(batch, k, -1).transpose(0, 1)
 
     def _head(self, h: torch.Tensor, dropout_masks: Sequence[torch.Tensor] | None) -> torch.Tensor:
-        n_layers = self.head.n_layers
+        n_layers = len(self.head_sizes) - 1
         offset = 2 * self.n_blocks
         for i in range(n_layers):
             w, b = self.params[offset + 2 * i], self.params[offset + 2 * i + 1]
@@ -454,6 +533,7 @@ class StackedCNN(StackedNet):
         label_smoothing: float,
         dropout_masks: Sequence[torch.Tensor] | None,
         grad_decay: float = 0.0,
+        need_loss: bool = True,
     ) -> torch.Tensor:
         """Autograd backward of the summed per-model losses (:meth:`StackedNet.loss_and_grad`)."""
         k, batch = x.shape[:2]
