@@ -115,6 +115,25 @@ def test_rerun_reuses_models_and_scores(demo_run, tmp_path):
     assert result.timings["training"] < 5.0  # models come from the store
 
 
+def test_score_cache_is_keyed_by_resolved_parameters_and_scoring_code(demo_run, monkeypatch):
+    """A parameter spelled out at its default reuses the cached scores; a change of the attack
+    code (here: its hash) recomputes them instead of serving stale scores."""
+    from miaudit.audit import pipeline
+
+    cfg = yaml.safe_load(runner.invoke(app, ["demo", "--print-config", "--out",
+                                             str(demo_run), "--references", "4",
+                                             "--epochs", "15"]).output)
+    cfg["quiet"] = True
+    cfg["attacks"] = [{"name": "lira", "params": {"equalize": True, "center": "median"}}]
+    cache = demo_run / "cache"
+    before = {p.name for p in cache.iterdir()}
+    Audit(cfg).run()
+    assert {p.name for p in cache.iterdir()} == before
+    monkeypatch.setattr(pipeline, "scoring_code_hash", lambda: "changed attack code")
+    Audit(cfg).run()
+    assert len({p.name for p in cache.iterdir()} - before) == 1
+
+
 def test_model_audit_of_a_skops_sklearn_model(tmp_path):
     import skops.io as sio
     from sklearn.ensemble import RandomForestClassifier

@@ -24,7 +24,9 @@ Two ways in (the third, scores only, is ``miaudit evaluate``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +91,39 @@ def _hash(*parts: Any) -> str:
             h.update(json.dumps(p, sort_keys=True, default=str).encode())
         h.update(b"\x00")
     return h.hexdigest()[:20]
+
+
+#: Source files whose code decides an attack's scores from the models' outputs: a change to any
+#: of them invalidates the score cache (:func:`attack_fingerprint`).
+SCORING_SOURCES = ("attacks/*.py", "signals.py", "audit/attack_stage.py", "data/splits.py")
+
+
+@functools.cache
+def scoring_code_hash() -> str:
+    """SHA-256 of the package version and of the :data:`SCORING_SOURCES` files."""
+    import miaudit
+
+    root = Path(miaudit.__file__).parent
+    h = hashlib.sha256(miaudit.__version__.encode())
+    for pattern in SCORING_SOURCES:
+        for path in sorted(root.glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What an attack's scores depend on besides its inputs: its class, every constructor
+    parameter *with the defaults filled in* (so a default that changes between versions, or a
+    parameter spelled out at its default, is keyed correctly) and :func:`scoring_code_hash`."""
+    cls = attacks.get(name)
+    bound = inspect.signature(cls).bind_partial(**params)
+    bound.apply_defaults()
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "params": dict(bound.arguments),
+        "code": scoring_code_hash(),
+    }
 
 
 class Audit:
@@ -415,7 +450,8 @@ class Audit:
         bank = SignalBank(outputs, labels)
         result: dict[str, NDArray[np.float64]] = {}
         for spec in self.config.attacks:
-            path = cache / f"scores-{_hash(*common, spec.name, spec.params)}.npy"
+            key = _hash(*common, attack_fingerprint(spec.name, spec.params))
+            path = cache / f"scores-{key}.npy"
             if path.is_file():
                 result[spec.display] = np.load(path)
                 continue
