@@ -282,3 +282,28 @@ def test_callable_target_returning_probabilities_is_read_as_probabilities(tmp_pa
     # LOSS on probabilities: -log p_y of the model.
     p = model.predict_proba(ds.X)[np.arange(len(ds)), ds.y]
     np.testing.assert_allclose(auto.scores["loss"].to_numpy(), np.log(p), atol=1e-6)
+
+
+def test_string_labels_are_reported_as_written(tmp_path):
+    """A CSV with string labels: the models see 0..C-1, scores.csv and the vulnerability table
+    show the labels of the file."""
+    rng = np.random.default_rng(0)
+    n = 120
+    names = np.array(["cat", "dog", "emu"])
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, 4)) + y[:, None]
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(4)])
+    frame["kind"] = names[y]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    p = _write(tmp_path, "data: {path: d.csv, params: {label_col: kind}}\n"
+                         "training: {recipe: sklearn, params: {estimator: "
+                         "sklearn.linear_model.LogisticRegression}}\n"
+                         "n_references: 4\nattacks: [loss]\nfprs: [0.1]\n"
+                         f"output: {tmp_path / 'out'}\nquiet: true\n")
+    result = Audit(load_config(p)).run()
+    by_id = dict(enumerate(names[y]))
+    assert set(result.scores["label"]) == {"cat", "dog", "emu"}
+    assert all(result.scores["label"].to_numpy() == [by_id[i] for i in result.scores.index])
+    written = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert set(written["label"]) == {"cat", "dog", "emu"}
+    assert set(result.vulnerability["label"]) <= {"cat", "dog", "emu"}

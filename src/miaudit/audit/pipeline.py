@@ -126,6 +126,15 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def original_labels(ds: Dataset) -> NDArray:
+    """The dataset's labels as its file wrote them: the strings of ``meta["label_names"]`` when
+    a loader mapped string labels to ``0..C-1``, else the integer labels."""
+    names = ds.meta.get("label_names")
+    if names is None:
+        return ds.y
+    return np.asarray(names, dtype=object)[ds.y]
+
+
 class Audit:
     """Run a membership-inference audit.
 
@@ -288,7 +297,7 @@ class Audit:
                 scores,
                 truth,
                 ds.record_ids[audit_idx],
-                labels[audit_idx],
+                original_labels(ds)[audit_idx],
                 target_names,
                 fprs=cfg.fprs,
                 alpha=cfg.alpha,
