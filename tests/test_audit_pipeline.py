@@ -307,3 +307,15 @@ def test_string_labels_are_reported_as_written(tmp_path):
     written = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert set(written["label"]) == {"cat", "dog", "emu"}
     assert set(result.vulnerability["label"]) <= {"cat", "dog", "emu"}
+
+
+def test_bad_training_parameter_names_its_yaml_line(tmp_path):
+    head = "data: {name: digits}\ntraining:\n  recipe: torch-mlp\n  params:\n    epochs: 3\n"
+    p = _write(tmp_path, head + "    hiden_sizes: [16]\nn_references: 4\n")
+    with pytest.raises(ConfigError, match=r"line 6: training\.params\.hiden_sizes: .*unknown "
+                                          r"parameter.*Did you mean 'hidden_sizes'"):
+        load_config(p)
+    p = _write(tmp_path, head + "    lr: -1\nn_references: 4\n")
+    with pytest.raises(ConfigError, match=r"line 6: training\.params\.lr: .*lr: expected a "
+                                          r"number in \(0\.0, inf\), got -1"):
+        load_config(p)

@@ -3,6 +3,8 @@ golden values, and every error path."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -94,12 +96,16 @@ VARIANTS = [
 
 @pytest.mark.parametrize(("online", "center", "variance", "test"), VARIANTS)
 def test_lira_matches_scipy_loop(online, center, variance, test):
-    target, ref, keep = _data(m=9, seed=hash((center, variance, test)) % 1000)
+    # A seed per variant that does not depend on Python's per-process string hashing. Some
+    # records get a tiny IN std (~5e-4) and scores near -2e6, where the two computations' operation
+    # orders differ by up to ~1e-9 relative (seen over 300 seeds × 12 variants): hence rtol 1e-8.
+    seed = zlib.crc32(f"{online}-{center}-{variance}-{test}".encode()) % 1000
+    target, ref, keep = _data(m=9, seed=seed)
     got = lira_scores(
         target, ref, keep, online=online, center=center, variance=variance, offline_test=test
     )
     want = _loop_scores(target, ref, keep, online, center, variance, test)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("online", [True, False])

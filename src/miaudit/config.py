@@ -25,6 +25,7 @@ Example (``miaudit run audit.yaml``)::
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +224,23 @@ class AuditConfig(_Section):
                     loc,
                     f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}",
                 )
+        self._check_training_params()
+
+    def _check_training_params(self) -> None:
+        """Build the training recipe once, so that a bad parameter is reported with its location
+        (the parameter's own line when the message names exactly one of them)."""
+        from miaudit.train.recipes import make_recipe
+
+        params = self.training.params
+        try:
+            make_recipe(self.training.recipe, **{"seed": self.seed, **params})
+        except MiauditError as exc:
+            message = str(exc)
+            # The parameter(s) the message is about come before any list of the valid ones.
+            about = message.split("Valid ", 1)[0]
+            named = [k for k in params if re.search(rf"\b{re.escape(str(k))}\b", about)]
+            loc = ("training", "params", *named) if len(named) == 1 else ("training", "params")
+            raise NameProblem(loc, message) from None
 
     def to_yaml(self) -> str:
         """The config as YAML (round-trips through :func:`load_config`)."""
