@@ -438,3 +438,23 @@ def test_fpr_out_of_range(bad):
 def test_parameter_validation_errors(call, match):
     with pytest.raises(ValidationError, match=match):
         call()
+
+
+def test_auc_interval_warns_when_a_class_is_tiny():
+    from miaudit.exceptions import SmallSampleWarning
+    from miaudit.metrics import MIN_BOOTSTRAP_CLASS
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=200)
+    one_member = np.zeros(200, dtype=bool)
+    one_member[0] = True
+    with pytest.warns(SmallSampleWarning, match=r"1 member\(s\) and 199 non-member\(s\)"):
+        lo, hi = M.auc_interval(scores, one_member)
+    # The reason for the warning: the interval ignores the uncertainty of the lone member.
+    assert hi - lo < 0.25
+    enough = np.arange(200) < MIN_BOOTSTRAP_CLASS
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        M.auc_interval(scores, enough)

@@ -25,3 +25,7 @@ class UnknownNameError(MiauditError, KeyError):
 
 class MissingRequirementError(MiauditError, ValueError):
     """An attack was asked for without an input it needs (reference models, population data)."""
+
+
+class SmallSampleWarning(UserWarning):
+    """A statistic computed on so few records that its stated uncertainty is understated."""

@@ -32,6 +32,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,7 +50,7 @@ from miaudit._validation import (
     check_probability,
     check_same_length,
 )
-from miaudit.exceptions import ValidationError
+from miaudit.exceptions import SmallSampleWarning, ValidationError
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -82,6 +83,10 @@ DEFAULT_N_BOOTSTRAP = 1000
 #: Memory bound of the vectorised bootstrap: at most this many array cells per chunk of
 #: resamples (``chunk * (n_members + n_non_members)``; 4e6 int64 cells = 32 MB per array).
 _BOOTSTRAP_CHUNK_CELLS = 4_000_000
+#: Fewest records of each class for which the percentile bootstrap of the AUC is trusted: with
+#: fewer (one member, say) every resample repeats the same few scores, the resampled AUCs vary
+#: only with the other class, and the interval is far too narrow (:class:`SmallSampleWarning`).
+MIN_BOOTSTRAP_CLASS = 10
 
 EpsilonSelection = Literal["given", "best_on_same_data", "split"]
 
@@ -488,6 +493,13 @@ def _auc_interval(
     rng: np.random.Generator,
 ) -> tuple[float, float]:
     pos, neg = np.sort(s[m]), np.sort(s[~m])  # sorted: the gathers below read memory in order
+    if min(pos.size, neg.size) < MIN_BOOTSTRAP_CLASS:
+        warnings.warn(
+            f"AUC interval from {pos.size} member(s) and {neg.size} non-member(s): with fewer "
+            f"than {MIN_BOOTSTRAP_CLASS} of either the bootstrap understates the uncertainty",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // (pos.size + neg.size + 1))
     aucs = []
     for start in range(0, n_bootstrap, chunk):
@@ -521,7 +533,9 @@ def auc_interval(
     Each resample draws ``P`` members from the members and ``N`` non-members from the
     non-members, with replacement, and computes the exact AUC (ties count one half). The
     interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles (``numpy.quantile``, linear) of
-    the ``n_bootstrap`` resampled AUCs.
+    the ``n_bootstrap`` resampled AUCs. With fewer than :data:`MIN_BOOTSTRAP_CLASS` records of
+    either class it warns (:class:`~miaudit.exceptions.SmallSampleWarning`): the interval is then
+    too narrow.
 
     Parameters
     ----------
