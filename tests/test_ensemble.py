@@ -367,3 +367,38 @@ def test_mlp_parameters_are_views_of_one_flat_row_per_model():
     np.testing.assert_array_equal(net.layers[0][1, 5].numpy(), np.arange(7))
     np.testing.assert_array_equal(net.flat[1, 35:42].numpy(), np.arange(7))
     assert net.params[0].grad.data_ptr() == net.flat.grad.data_ptr()
+
+
+def test_mlp_on_augmented_images_learns_and_is_augmented(digits):
+    """The augmentation path gathers images, flips/crops them, then appends the ones column."""
+    X, y = digits
+    images = X.reshape(-1, 1, 8, 8)
+    keep = keep_matrix(2, len(X), seed=0)[:1]
+    plain = make_recipe("torch-mlp", hidden_sizes=(32,), epochs=10, batch_size=32)
+    flipped = make_recipe(
+        "torch-mlp", hidden_sizes=(32,), epochs=10, batch_size=32, augment_flip=True
+    )
+    a = plain.train_chunk(images, y, 10, keep, [0], ("identity",))[0]
+    b = flipped.train_chunk(images, y, 10, keep, [0], ("identity",))[0]
+    assert b.test_acc > 0.7
+    assert not np.allclose(a.weights["linear0.weight"], b.weights["linear0.weight"])
+
+
+def test_logistic_regression_mlp_gradient_matches_autograd():
+    """No hidden layer: the only layer takes the ones column and is also the output layer."""
+    net = StackedMLP(5, (), 4, "tanh", model_generators(0, range(2), 0))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 5, generator=g)
+    y = torch.randint(0, 4, (2, 6), generator=g)
+    net.loss_and_grad(net.batch_source(x.reshape(12, 5)).view(2, 6, 6), y,
+                      label_smoothing=0.0, dropout_masks=None)
+    for k in range(2):
+        w = net.params[0][k].clone().requires_grad_(True)
+        b = net.params[1][k].clone().requires_grad_(True)
+        F.cross_entropy(x[k] @ w + b, y[k]).backward()
+        np.testing.assert_allclose(net.params[0].grad[k].numpy(), w.grad.numpy(), atol=1e-6)
+        np.testing.assert_allclose(net.params[1].grad[k].numpy(), b.grad.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        net.predict(x[0]).numpy()[0], (x[0] @ net.params[0][0] + net.params[1][0]).numpy(),
+        atol=1e-6,
+    )
