@@ -402,3 +402,41 @@ def test_logistic_regression_mlp_gradient_matches_autograd():
         net.predict(x[0]).numpy()[0], (x[0] @ net.params[0][0] + net.params[1][0]).numpy(),
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "params", "images"),
+    [
+        ("torch-mlp", {"hidden_sizes": (16, 8), "dropout": 0.2, "weight_decay": 0.01}, False),
+        ("torch-mlp", {"hidden_sizes": (16,), "optimizer": "adam"}, False),
+        ("torch-cnn", {"channels": (4,), "hidden_sizes": (8,), "dropout": 0.1,
+                       "augment_flip": True, "augment_crop": 1}, True),
+    ],
+)
+def test_training_keeps_every_tensor_on_the_configured_device(
+    digits, monkeypatch, recipe_name, params, images
+):
+    """On the data-less 'meta' device any tensor left on the CPU (an index, a mask, a learning
+    rate, a buffer) makes an operation fail with a device mismatch — the error a GPU run would
+    meet. Training must get through every step and stop only where the losses are copied back
+    to the host (meta tensors have no data to copy), the last line of train_ensemble."""
+    X, y = digits
+    monkeypatch.setattr(ensemble, "compact_rows", lambda rows: rows)  # reads values
+    keep = keep_matrix(4, len(X), seed=0)[:2]
+    recipe = make_recipe(recipe_name, epochs=2, batch_size=64, device="meta", **params)
+    data = X.reshape(-1, 1, 8, 8) if images else X
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor") as info:
+        recipe.train_models(data, y, 10, keep, [0, 1])
+    frame = next(f for f in reversed(info.traceback) if f.name == "train_ensemble")
+    assert "last_loss.cpu()" in str(frame.statement)
+
+
+def test_device_is_checked_and_left_out_of_the_config_hash():
+    with pytest.raises(ValidationError, match=r"TorchMLPConfig\.device: device 'nowhere' is not "
+                                              r"usable here"):
+        make_recipe("torch-mlp", device="nowhere")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValidationError, match=r"device 'cuda' is not usable here"):
+            make_recipe("torch-mlp", device="cuda")
+    cpu, meta = (make_recipe("torch-cnn", device=d).describe() for d in ("cpu", "meta"))
+    assert cpu == meta and "device" not in cpu["config"]

@@ -141,7 +141,9 @@ def cross_entropy_grad(
     else:
         grad = torch.softmax(logits, dim=-1)
     grad.scatter_add_(
-        -1, y.unsqueeze(-1), torch.full(y.shape, label_smoothing - 1.0).unsqueeze(-1)
+        -1,
+        y.unsqueeze(-1),
+        torch.full(y.shape, label_smoothing - 1.0, device=grad.device).unsqueeze(-1),
     )
     if label_smoothing:
         grad.sub_(label_smoothing / n_classes)
@@ -158,6 +160,14 @@ class StackedNet(ABC):
     @property
     def n_models(self) -> int:
         return int(self.params[0].shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.params[0].device
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> StackedNet:
+        """Move every parameter (and gradient) to ``device``; returns ``self``."""
 
     def storage(self) -> list[torch.Tensor]:
         """The tensors an optimiser updates, each with its gradient in ``.grad`` and a leading
@@ -298,29 +308,41 @@ class StackedMLP(StackedNet):
     ) -> None:
         self.sizes = [int(n_features), *map(int, hidden_sizes), int(n_classes)]
         self.activation = ACTIVATIONS.get(activation)
-        k = len(generators)
         pairs = list(itertools.pairwise(self.sizes))
-        self.flat = torch.empty(k, sum((d_in + 1) * d_out for d_in, d_out in pairs))
-        self.flat.grad = torch.zeros_like(self.flat)
+        flat = torch.empty(len(generators), sum((d_in + 1) * d_out for d_in, d_out in pairs))
+        self._bind(flat, torch.zeros_like(flat))
+        for layer, (d_in, d_out) in zip(self.layers, pairs, strict=True):
+            layer[:, :d_in] = uniform_init((d_in, d_out), d_in, generators)
+            layer[:, d_in] = uniform_init((d_out,), d_in, generators)
+
+    def _bind(self, flat: torch.Tensor, grad: torch.Tensor) -> None:
+        """Make ``flat`` (with gradient ``grad``) the storage: :attr:`layers` and
+        :attr:`params` become views into it."""
+        k = flat.shape[0]
+        self.flat = flat
+        self.flat.grad = grad
         self.layers: list[torch.Tensor] = []
         self._layer_grads: list[torch.Tensor] = []
         self.params, self.names = [], []
         offset = 0
-        for i, (d_in, d_out) in enumerate(pairs):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(self.sizes)):
             span = slice(offset, offset + (d_in + 1) * d_out)
             offset = span.stop
-            layer = self.flat[:, span].view(k, d_in + 1, d_out)
-            grad = self.flat.grad[:, span].view(k, d_in + 1, d_out)
-            layer[:, :d_in] = uniform_init((d_in, d_out), d_in, generators)
-            layer[:, d_in] = uniform_init((d_out,), d_in, generators)
+            layer = flat[:, span].view(k, d_in + 1, d_out)
+            layer_grad = grad[:, span].view(k, d_in + 1, d_out)
             self.layers.append(layer)
-            self._layer_grads.append(grad)
+            self._layer_grads.append(layer_grad)
             for part, name in ((slice(0, d_in), "weight"), (d_in, "bias")):
                 view = layer[:, part]
-                view.grad = grad[:, part]
+                view.grad = layer_grad[:, part]
                 self.params.append(view)
                 self.names.append(f"linear{i}.{name}")
         self._work: dict[str, torch.Tensor] = {}
+
+    def to(self, device: torch.device | str) -> StackedMLP:
+        assert self.flat.grad is not None
+        self._bind(self.flat.to(device), self.flat.grad.to(device))
+        return self
 
     def storage(self) -> list[torch.Tensor]:
         return [self.flat]
@@ -328,7 +350,8 @@ class StackedMLP(StackedNet):
     def batch_source(self, X: torch.Tensor) -> torch.Tensor:
         """``[X_flat, 1]``: the flattened records with a column of ones, ``(n, d + 1)``."""
         flat = X.reshape(X.shape[0], -1)
-        return torch.cat([flat, torch.ones(flat.shape[0], 1, dtype=flat.dtype)], dim=1)
+        ones = torch.ones(flat.shape[0], 1, dtype=flat.dtype, device=flat.device)
+        return torch.cat([flat, ones], dim=1)
 
     def hidden_sizes(self) -> list[int]:
         return self.sizes[1:-1]
@@ -341,7 +364,7 @@ class StackedMLP(StackedNet):
         """A work tensor reused by every training step (no allocation per step)."""
         buf = self._work.get(name)
         if buf is None or buf.shape != shape:
-            buf = self._work[name] = torch.empty(shape)
+            buf = self._work[name] = torch.empty(shape, device=self.flat.device)
         return buf
 
     def _layer(self, h: torch.Tensor, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -496,6 +519,10 @@ class StackedCNN(StackedNet):
 
     def hidden_sizes(self) -> list[int]:
         return self.head_sizes[1:-1]
+
+    def to(self, device: torch.device | str) -> StackedCNN:
+        self.params = [p.detach().to(device).requires_grad_(True) for p in self.params]
+        return self
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` laid out ``(B, K·c, H, W)`` (model-major channels) → ``(K, B, features)``.

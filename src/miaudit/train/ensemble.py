@@ -43,7 +43,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -260,13 +260,20 @@ def _stacked_rand(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 
 
 def _dropout_masks(
-    generators: Sequence[torch.Generator], batch: int, widths: Sequence[int], p: float
+    generators: Sequence[torch.Generator],
+    batch: int,
+    widths: Sequence[int],
+    p: float,
+    device: torch.device,
 ) -> list[torch.Tensor] | None:
-    """Inverted-dropout masks ``(K, B, h)``: 0 with probability ``p``, else ``1/(1-p)``."""
+    """Inverted-dropout masks ``(K, B, h)`` on ``device``: 0 with probability ``p``, else
+    ``1/(1-p)`` (drawn on the CPU from each model's generator, so every device trains the same
+    model)."""
     if p == 0.0:
         return None
     return [
-        (_stacked_rand(generators, (batch, h)) >= p).to(torch.float32).div_(1.0 - p) for h in widths
+        (_stacked_rand(generators, (batch, h)) >= p).to(device, torch.float32).div_(1.0 - p)
+        for h in widths
     ]
 
 
@@ -275,13 +282,14 @@ def _augment(x: torch.Tensor, generators: Sequence[torch.Generator], cfg: TorchT
     k, batch = x.shape[:2]
     flat = x.view(k * batch, *x.shape[2:])
     if cfg.augment_flip:
-        flip = (_stacked_rand(generators, (batch,)) < 0.5).reshape(-1)
-        flat[flip] = mirror(flat[flip])
+        flip = (_stacked_rand(generators, (batch,)) < 0.5).reshape(-1).to(x.device)
+        # A select rather than boolean indexing: no host-device synchronisation on a GPU.
+        flat.copy_(torch.where(flip.view(-1, *[1] * (flat.ndim - 1)), mirror(flat), flat))
     if cfg.augment_crop:
         pad = cfg.augment_crop
         offsets = torch.stack(
             [torch.randint(-pad, pad + 1, (batch, 2), generator=g) for g in generators]
-        ).reshape(-1, 2)
+        ).reshape(-1, 2).to(x.device)
         flat.copy_(shift(flat, offsets[:, 0], offsets[:, 1], pad))
 
 
@@ -341,11 +349,14 @@ class _Batches:
             self.source = X
         else:
             self.source = compact_rows(net.batch_source(X)) if source is None else source
-        self.gathered = torch.empty((k * batch, *self.source.shape[1:]), dtype=self.source.dtype)
+        on = self.source.device
+        self.gathered = torch.empty(
+            (k * batch, *self.source.shape[1:]), dtype=self.source.dtype, device=on
+        )
         self.rows = (
             self.gathered
             if self.source.dtype == torch.float32
-            else torch.empty(self.gathered.shape, dtype=torch.float32)
+            else torch.empty(self.gathered.shape, dtype=torch.float32, device=on)
         )
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
@@ -379,10 +390,11 @@ def train_ensemble(
         ``K`` freshly initialised models.
     X : tensor of shape (n, *input_shape), float32
     y : tensor of shape (n,), int64
+        Records and labels, on the device of ``net``.
     keep : ndarray of shape (K, n), bool
         Every row must have at least one True.
     cfg : TorchTrainConfig
-    order_generators, noise_generators : sequences of K torch.Generator
+    order_generators, noise_generators : sequences of K torch.Generator (CPU)
         Per-model randomness: minibatch order; dropout masks and augmentations.
     source : tensor, optional
         ``compact_rows(net.batch_source(X))``, when the caller has it already (several groups
@@ -394,30 +406,32 @@ def train_ensemble(
         Mean training loss of each model over its last epoch.
     """
     k = net.n_models
+    device = net.device
     subsets = [torch.from_numpy(np.flatnonzero(row)) for row in keep]
     sizes = [s.numel() for s in subsets]
     if min(sizes) == 0:
         raise ValidationError("keep: every model needs at least one training record")
     batch = cfg.batch_size
     per_epoch = [math.ceil(size / batch) for size in sizes]
-    rates = learning_rates(cfg, per_epoch)
+    rates = learning_rates(cfg, per_epoch).to(device)
     total = torch.tensor([cfg.epochs * s for s in per_epoch])
     last_epoch_start = total - torch.tensor(per_epoch)
     first_loss_step = int(last_epoch_start.min())
+    total, last_epoch_start = total.to(device), last_epoch_start.to(device)
     streams = [_SampleStream(s, g) for s, g in zip(subsets, order_generators, strict=True)]
     optimizer = OPTIMIZERS.get(cfg.optimizer)(net.storage(), cfg)
     batches = _Batches(net, X, k, batch, cfg, noise_generators, source)
     widths = net.hidden_sizes()
     block = max(per_epoch)
-    last_loss = torch.zeros(k)
+    last_loss = torch.zeros(k, device=device)
     order = torch.empty(0)
     for t in range(rates.shape[0]):
         if t % block == 0:
             order = torch.stack([s.take(block * batch) for s in streams])
         j = t % block
-        idx = order[:, j * batch : (j + 1) * batch].reshape(-1)
+        idx = order[:, j * batch : (j + 1) * batch].reshape(-1).to(device, non_blocking=True)
         rows = batches.take(idx)
-        masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout)
+        masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout, device)
         need_loss = t >= first_loss_step
         loss = net.loss_and_grad(
             rows,
@@ -431,7 +445,7 @@ def train_ensemble(
         if need_loss:
             assert loss is not None
             last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)
-    return (last_loss / torch.tensor(per_epoch)).numpy().astype(np.float64)
+    return (last_loss.cpu() / torch.tensor(per_epoch)).numpy().astype(np.float64)
 
 
 def query_ensemble(
@@ -459,7 +473,7 @@ def query_ensemble(
     for start in range(0, n, batch):
         views = apply_queries(X[start : start + batch], queries)
         for j, view in enumerate(views):
-            logits = net.predict(view.contiguous()).numpy()
+            logits = net.predict(view.to(net.device).contiguous()).cpu().numpy()
             if out is None:
                 out = np.empty((net.n_models, n, q, logits.shape[-1]), dtype=np.float32)
             out[:, start : start + batch, j, :] = logits
@@ -497,6 +511,12 @@ class TorchRecipe(Recipe):
 
     vectorised: ClassVar[bool] = True
     config: TorchTrainConfig
+
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`Recipe.describe`, without ``device`` (it does not change the models)."""
+        out = super().describe()
+        out["config"].pop("device", None)
+        return out
 
     def build(
         self, input_shape: tuple[int, ...], n_classes: int, model_ids: Sequence[int]
@@ -574,8 +594,9 @@ class TorchRecipe(Recipe):
         """
         input_shape = tuple(X.shape[1:])
         _check_augmentation(self.config, input_shape)
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
-        yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64))
+        device = torch.device(self.config.device)
+        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+        yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64)).to(device)
         size = self.group_size(input_shape, n_classes, len(model_ids))
         seed = self.config.seed
         groups: list[TrainedGroup] = []
@@ -584,7 +605,7 @@ class TorchRecipe(Recipe):
             span = slice(start, start + size)
             ids = [int(i) for i in model_ids[span]]
             began = time.perf_counter()
-            net = self.build(input_shape, n_classes, ids)
+            net = self.build(input_shape, n_classes, ids).to(device)
             if source is None and not augments(self.config):
                 source = compact_rows(net.batch_source(Xt))
             losses = train_ensemble(

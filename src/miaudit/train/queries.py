@@ -98,13 +98,14 @@ def shift(
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     if isinstance(dy, int) and isinstance(dx, int):
         return padded[:, :, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
-    dy_t = torch.as_tensor(dy, dtype=torch.int64).expand(n)
-    dx_t = torch.as_tensor(dx, dtype=torch.int64).expand(n)
-    rows = (pad + dy_t)[:, None] + torch.arange(height)
-    cols = (pad + dx_t)[:, None] + torch.arange(width)
+    on = x.device
+    dy_t = torch.as_tensor(dy, dtype=torch.int64, device=on).expand(n)
+    dx_t = torch.as_tensor(dx, dtype=torch.int64, device=on).expand(n)
+    rows = (pad + dy_t)[:, None] + torch.arange(height, device=on)
+    cols = (pad + dx_t)[:, None] + torch.arange(width, device=on)
     return padded[
-        torch.arange(n)[:, None, None, None],
-        torch.arange(c)[None, :, None, None],
+        torch.arange(n, device=on)[:, None, None, None],
+        torch.arange(c, device=on)[None, :, None, None],
         rows[:, None, :, None],
         cols[:, None, None, :],
     ]

@@ -163,6 +163,12 @@ class TorchTrainConfig:
         original size (0 disables it).
     seed : int
         Run seed; model ``i`` uses :func:`model_seed` ``(seed, i)``.
+    device : str
+        Where the models train and are queried: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``…
+        (any ``torch.device`` this machine has). Random draws (initial weights, minibatch order,
+        dropout, augmentation) are made on the CPU from each model's own generators, so a model
+        is the same on every device up to floating-point rounding; the device is therefore not
+        part of the config hash (like ``n_jobs`` of ``sklearn``).
     """
 
     hidden_sizes: tuple[int, ...] = (256,)
@@ -182,6 +188,7 @@ class TorchTrainConfig:
     augment_flip: bool = False
     augment_crop: int = 0
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         from miaudit.train.architectures import ACTIVATIONS
@@ -210,6 +217,22 @@ class TorchTrainConfig:
             _fail(self, "augment_flip", f"expected true or false, got {self.augment_flip!r}")
         _check_positive_int(self, "augment_crop", minimum=0)
         _check_positive_int(self, "seed", minimum=0)
+        _check_device(self, "device")
+
+
+def _check_device(cfg: Any, field_name: str) -> None:
+    """``cfg.<field_name>`` must name a torch device that this machine can allocate on."""
+    import torch
+
+    value = getattr(cfg, field_name)
+    if not isinstance(value, str):
+        _fail(cfg, field_name, f"expected a device name such as 'cpu' or 'cuda', got {value!r}")
+    try:
+        torch.empty(0, device=torch.device(value))
+    except (RuntimeError, AssertionError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        _fail(cfg, field_name, f"device {value!r} is not usable here ({first})")
 
 
 @dataclass(frozen=True)
