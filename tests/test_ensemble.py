@@ -440,3 +440,21 @@ def test_device_is_checked_and_left_out_of_the_config_hash():
             make_recipe("torch-mlp", device="cuda")
     cpu, meta = (make_recipe("torch-cnn", device=d).describe() for d in ("cpu", "meta"))
     assert cpu == meta and "device" not in cpu["config"]
+
+
+def test_groups_train_side_by_side_on_threads_like_one_after_another(digits, monkeypatch):
+    """With 2 torch threads the groups of a chunk train on 2 threads of one intra-op thread
+    each; the models equal those trained one group after another, and torch's thread count is
+    restored."""
+    X, y = digits
+    keep = keep_matrix(6, len(X), seed=2)[:3]
+    recipe = make_recipe("torch-mlp", hidden_sizes=(16,), epochs=2, batch_size=64, dropout=0.1)
+    monkeypatch.setattr(ensemble, "GROUP_STEP_FLOP", 1.0)
+    sequential = recipe.train_models(X, y, 10, keep, [0, 1, 2])  # 1 thread (fixture)
+    torch.set_num_threads(2)
+    side_by_side = recipe.train_models(X, y, 10, keep, [0, 1, 2])
+    assert torch.get_num_threads() == 2
+    assert [g.model_ids for g in side_by_side] == [[0], [1], [2]]
+    for a, b in zip(sequential, side_by_side, strict=True):
+        for pa, pb in zip(a.net.params, b.net.params, strict=True):
+            np.testing.assert_array_equal(pa.numpy(), pb.numpy())

@@ -38,9 +38,9 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures import Executor as FuturesExecutor
-from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from miaudit._threads import torch_threads
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
 
@@ -73,22 +73,6 @@ def _check_threads(value: int | None, name: str) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValidationError(f"{name}: expected a positive integer or None, got {value!r}")
     return value
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count to ``n`` (None: leave it) for the block."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @EXECUTORS.register("local")
