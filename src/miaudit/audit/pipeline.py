@@ -95,7 +95,13 @@ def _hash(*parts: Any) -> str:
 
 #: Source files whose code decides an attack's scores from the models' outputs: a change to any
 #: of them invalidates the score cache (:func:`attack_fingerprint`).
-SCORING_SOURCES = ("attacks/*.py", "signals.py", "audit/attack_stage.py", "data/splits.py")
+SCORING_SOURCES = (
+    "attacks/*.py",
+    "signals.py",
+    "metrics.py",
+    "audit/attack_stage.py",
+    "data/splits.py",
+)
 
 
 @functools.cache
@@ -119,11 +125,20 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
     cls = attacks.get(name)
     bound = inspect.signature(cls).bind_partial(**params)
     bound.apply_defaults()
-    return {
+    key = {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": dict(bound.arguments),
         "code": scoring_code_hash(),
     }
+    if not cls.__module__.startswith("miaudit."):
+        # An attack registered by the user: its own module's source is part of the key.
+        try:
+            key["attack_source"] = hashlib.sha256(
+                inspect.getsource(inspect.getmodule(cls)).encode()
+            ).hexdigest()
+        except (OSError, TypeError):
+            key["attack_source"] = None
+    return key
 
 
 def original_labels(ds: Dataset) -> NDArray:

@@ -54,7 +54,7 @@ __all__ = [
     "StackedCNN",
     "StackedMLP",
     "StackedNet",
-    "cross_entropy_grad",
+    "cross_entropy_sum_grad",
     "uniform_init",
 ]
 
@@ -105,7 +105,7 @@ def uniform_init(
     )
 
 
-def cross_entropy_grad(
+def cross_entropy_sum_grad(
     logits: torch.Tensor, y: torch.Tensor, label_smoothing: float, need_loss: bool = True
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     r"""Per-model mean cross-entropy and the gradient of its batch *sum* with respect to the logits.
@@ -128,6 +128,9 @@ def cross_entropy_grad(
     -------
     loss : tensor of shape (K,), or None when ``need_loss`` is false
     grad : tensor of shape (K, B, C)
+
+    The gradient is computed the same way whether or not the loss is (``torch.softmax``), so a
+    model's training does not depend on which steps report a loss.
     """
     n_classes = logits.shape[-1]
     loss = None
@@ -137,9 +140,7 @@ def cross_entropy_grad(
         if label_smoothing:
             loss_b = loss_b - (label_smoothing / n_classes) * logp.sum(-1)
         loss = loss_b.mean(dim=1)
-        grad = logp.exp_()
-    else:
-        grad = torch.softmax(logits, dim=-1)
+    grad = torch.softmax(logits, dim=-1)
     grad.scatter_add_(
         -1,
         y.unsqueeze(-1),
@@ -228,10 +229,11 @@ class StackedNet(ABC):
         """Widths of the head's hidden layers (the shapes of the dropout masks)."""
 
     def state_dicts(self) -> list[dict[str, NDArray[np.float32]]]:
-        """One ``{name: array}`` dict per model (contiguous float32 copies)."""
+        """One ``{name: array}`` dict per model (contiguous float32 copies, not views of the
+        live parameters)."""
         return [
             {
-                n: np.ascontiguousarray(p[k].detach().cpu().numpy())
+                n: np.array(p[k].detach().cpu().numpy(), dtype=np.float32, order="C", copy=True)
                 for n, p in zip(self.names, self.params, strict=True)
             }
             for k in range(self.n_models)
@@ -417,7 +419,7 @@ class StackedMLP(StackedNet):
             if last == 0
             else self._layer(inputs[-1], last, logits_buf)
         )
-        loss, g = cross_entropy_grad(logits, y, label_smoothing, need_loss)
+        loss, g = cross_entropy_sum_grad(logits, y, label_smoothing, need_loss)
         scale = 1.0 / batch
         for i in reversed(range(self.n_layers)):
             grad = self._layer_grads[i]

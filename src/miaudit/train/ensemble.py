@@ -39,6 +39,7 @@ the last bits between chunk sizes.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ ADAM_EPS = 1e-8
 GROUP_STEP_FLOP = 1e9
 #: Largest value of a ``uint8`` (:func:`compact_rows`).
 UINT8_MAX = 255
+#: Rows per block of :func:`compact_rows`'s lossless check.
+COMPACT_CHECK_ROWS = 4096
 #: Random streams of a model (see the module docstring).
 INIT_STREAM, ORDER_STREAM, NOISE_STREAM = 0, 1, 2
 
@@ -326,7 +329,12 @@ def compact_rows(rows: torch.Tensor) -> torch.Tensor:
     if float(rows.min()) < 0 or float(rows.max()) > UINT8_MAX:
         return rows
     narrow = rows.to(torch.uint8)
-    return narrow if torch.equal(narrow.to(rows.dtype), rows) else rows
+    # Compared in blocks of rows, so the check needs no second full-size float copy.
+    for start in range(0, rows.shape[0], COMPACT_CHECK_ROWS):
+        block = slice(start, start + COMPACT_CHECK_ROWS)
+        if not torch.equal(narrow[block].to(rows.dtype), rows[block]):
+            return rows
+    return narrow
 
 
 class _Batches:
@@ -571,8 +579,11 @@ class TorchRecipe(Recipe):
         check_chunk(keep, model_ids, len(X))
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         results: list[ModelResult] = []
-        for group in self.train_models(X, y, n_classes, keep, model_ids):
-            results += self._query_group(group, Xt, y, keep[group.span], queries)
+        began = time.perf_counter()
+        groups = self.train_models(X, y, n_classes, keep, model_ids)
+        train_share = (time.perf_counter() - began) / max(len(model_ids), 1)
+        for group in groups:
+            results += self._query_group(group, Xt, y, keep[group.span], queries, train_share)
         return results
 
     def group_size(self, input_shape: tuple[int, ...], n_classes: int, n_models: int) -> int:
@@ -591,18 +602,21 @@ class TorchRecipe(Recipe):
         of :meth:`group_size` models.
 
         Each group trains for all its epochs before its thread takes the next group, so that a
-        group's parameters stay in the processor's caches from one step to the next. On the CPU
-        with ``T = torch.get_num_threads() > 1``, ``T`` groups train side by side, each on one
-        thread with one intra-op thread: independent small matrix products keep the cores busier
-        than splitting every product across cores (torch's thread count is process-wide and is
-        set to 1 meanwhile). Every model comes out as if it were trained alone (its own random
-        streams), whatever the grouping and threading.
+        group's parameters stay in the processor's caches from one step to the next. On the CPU,
+        called from the main thread with ``T = torch.get_num_threads() > 1`` and at least ``T``
+        groups, ``T`` groups train side by side, each on one thread with one intra-op thread:
+        independent small matrix products keep the cores busier than splitting every product
+        across cores (torch's thread count is process-wide and is set to 1 meanwhile, so do not
+        run other torch work in other threads then). Every model comes out as if it were trained
+        alone (its own random streams), whatever the grouping and threading.
         """
         input_shape = tuple(X.shape[1:])
         _check_augmentation(self.config, input_shape)
+        if len(model_ids) == 0:
+            return []
         device = torch.device(self.config.device)
-        Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32)).to(device)
-        yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64)).to(device)
+        Xt = torch.as_tensor(X).to(device, torch.float32).contiguous()
+        yt = torch.as_tensor(y).to(device, torch.int64).contiguous()
         size = self.group_size(input_shape, n_classes, len(model_ids))
         spans = [slice(s, s + size) for s in range(0, len(model_ids), size)]
         seed = self.config.seed
@@ -627,10 +641,20 @@ class TorchRecipe(Recipe):
             )
             return TrainedGroup(span, ids, net, losses, time.perf_counter() - began)
 
-        workers = min(torch.get_num_threads(), len(spans)) if device.type == "cpu" else 1
-        if workers <= 1:
+        threads = torch.get_num_threads()
+        side_by_side = (
+            device.type == "cpu"
+            and threads > 1
+            and len(spans) >= threads
+            # torch's thread count is process-wide: change it only from the main thread, not
+            # from inside an executor's worker threads running other chunks.
+            and threading.current_thread() is threading.main_thread()
+        )
+        if not side_by_side:
             return [train_group(span) for span in spans]
-        with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        with torch_threads(1), ThreadPoolExecutor(
+            max_workers=threads, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
             return list(pool.map(train_group, spans))
 
     def _query_group(
@@ -640,8 +664,10 @@ class TorchRecipe(Recipe):
         y: NDArray[np.int64],
         keep: NDArray[np.bool_],
         queries: Sequence[str],
+        train_seconds: float,
     ) -> list[ModelResult]:
-        """Observations, accuracies and weights of one trained group."""
+        """Observations, accuracies and weights of one trained group; ``train_seconds`` is each
+        model's share of the chunk's training wall time."""
         net, model_ids, losses = group.net, group.model_ids, group.losses
         started = time.perf_counter()
         obs = query_ensemble(net, Xt, queries)
@@ -664,7 +690,7 @@ class TorchRecipe(Recipe):
                     train_acc=train_acc,
                     test_acc=test_acc,
                     n_train=int(keep[j].sum()),
-                    train_seconds=group.seconds / k,
+                    train_seconds=train_seconds,
                     query_seconds=query_seconds / k,
                     weights=states[j],
                     weights_format="safetensors",
@@ -693,7 +719,10 @@ class TorchMLPRecipe(TorchRecipe):
         products, about ``6·P·B`` FLOP per model with ``P`` parameters and batch ``B``, reach
         :data:`GROUP_STEP_FLOP` and outweigh the fixed cost of launching its kernels, and no
         more, so the group's parameters and momenta stay in cache between steps. For the
-        600 → 256 → 100 MLP at batch 128 that is 8 models; for small MLPs, all."""
+        600 → 256 → 100 MLP at batch 128 that is 8 models; for small MLPs, all. Off the CPU,
+        all: an accelerator wants the largest batched products it can get."""
+        if torch.device(self.config.device).type != "cpu":
+            return n_models
         flop = 6 * self._param_count(input_shape, n_classes) * self.config.batch_size
         return max(1, min(n_models, math.ceil(GROUP_STEP_FLOP / flop)))
 
