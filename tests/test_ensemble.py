@@ -475,3 +475,13 @@ def test_engine_edge_cases(digits):
     assert make_recipe("torch-mlp", device="meta").group_size((600,), 100, 64) == 64
     with pytest.raises(ValidationError, match=r"TorchMLPConfig\.betas: expected two numbers"):
         make_recipe("torch-mlp", betas=0.9)
+
+
+def test_cnn_step_flop_and_group_size():
+    """Multiply-adds of the small CNN on 8×8 digits, by hand: conv 8·8·32·1·9 + 4·4·64·32·9,
+    head 256·128 + 128·10; times 6·B."""
+    cnn = make_recipe("torch-cnn", channels=(32, 64), hidden_sizes=(128,), batch_size=128)
+    macs = 8 * 8 * 32 * 9 + 4 * 4 * 64 * 32 * 9 + 256 * 128 + 128 * 10
+    assert cnn.step_flop((1, 8, 8), 10) == 6 * 128 * macs
+    assert cnn.group_size((1, 8, 8), 10, 8) == 4  # ⌈1e9 / 2.67e8⌉
+    assert cnn.group_size((3, 32, 32), 10, 8) == 1  # 4.7 GFLOP a step: one model per group

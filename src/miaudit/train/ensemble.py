@@ -38,6 +38,7 @@ the last bits between chunk sizes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -54,7 +55,7 @@ from numpy.typing import NDArray
 from miaudit._threads import torch_threads
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
-from miaudit.train.architectures import StackedCNN, StackedMLP, StackedNet
+from miaudit.train.architectures import KERNEL, POOL, StackedCNN, StackedMLP, StackedNet
 from miaudit.train.queries import apply_queries, identity_view, mirror, n_queries, shift
 from miaudit.train.recipes import (
     RECIPES,
@@ -587,8 +588,24 @@ class TorchRecipe(Recipe):
         return results
 
     def group_size(self, input_shape: tuple[int, ...], n_classes: int, n_models: int) -> int:
-        """Models per vectorised step: all of them (subclasses may choose fewer)."""
-        return n_models
+        """Models per vectorised step: ``⌈F / f⌉`` (at least 1, at most all), where ``f`` is
+        one model's FLOP per training step (:meth:`step_flop`) and ``F`` is
+        :data:`GROUP_STEP_FLOP`: enough that a step outweighs the fixed cost of launching its
+        kernels from Python, and no more, so that the group's parameters and momenta stay in
+        cache between steps and groups can train side by side on the cores
+        (:meth:`train_models`). For the 600 → 256 → 100 MLP at batch 128 that is 8 models, for
+        the small CNN on 8×8 digits 4, on 32×32×3 images 1; for small MLPs, all. Off the CPU,
+        all: an accelerator wants the largest batched products it can get."""
+        if torch.device(self.config.device).type != "cpu":
+            return n_models
+        flop = self.step_flop(input_shape, n_classes)
+        return max(1, min(n_models, math.ceil(GROUP_STEP_FLOP / flop)))
+
+    def step_flop(self, input_shape: tuple[int, ...], n_classes: int) -> int:
+        """About ``6·B·M`` FLOP per model and training step: ``M`` multiply-adds per record in the
+        forward pass, twice that backward, two FLOP each, batch ``B``. Default: ``M`` = the
+        parameter count (fully connected layers)."""
+        return 6 * self.config.batch_size * self._param_count(input_shape, n_classes)
 
     def train_models(
         self,
@@ -714,17 +731,6 @@ class TorchMLPRecipe(TorchRecipe):
         d = int(np.prod(input_shape))
         return StackedMLP(d, cfg.hidden_sizes, n_classes, cfg.activation, generators)
 
-    def group_size(self, input_shape: tuple[int, ...], n_classes: int, n_models: int) -> int:
-        """``⌈F / (6·P·B)⌉`` models (at least 1, at most all): enough that a step's matrix
-        products, about ``6·P·B`` FLOP per model with ``P`` parameters and batch ``B``, reach
-        :data:`GROUP_STEP_FLOP` and outweigh the fixed cost of launching its kernels, and no
-        more, so the group's parameters and momenta stay in cache between steps. For the
-        600 → 256 → 100 MLP at batch 128 that is 8 models; for small MLPs, all. Off the CPU,
-        all: an accelerator wants the largest batched products it can get."""
-        if torch.device(self.config.device).type != "cpu":
-            return n_models
-        flop = 6 * self._param_count(input_shape, n_classes) * self.config.batch_size
-        return max(1, min(n_models, math.ceil(GROUP_STEP_FLOP / flop)))
 
 
 @RECIPES.register("torch-cnn")
@@ -742,6 +748,22 @@ class TorchCNNRecipe(TorchRecipe):
         return StackedCNN(
             input_shape, cfg.channels, cfg.hidden_sizes, n_classes, cfg.activation, generators
         )
+
+    def step_flop(self, input_shape: tuple[int, ...], n_classes: int) -> int:
+        """``6·B·M`` with ``M`` the multiply-adds of one record: each 3×3 convolution
+        ``H·W·c_out·c_in·9`` at its block's resolution, plus the head's parameters."""
+        if len(input_shape) != 3:
+            return super().step_flop(input_shape, n_classes)
+        c, height, width = input_shape
+        macs = 0
+        for c_out in self.config.channels:
+            if min(height, width) < POOL:
+                break
+            macs += height * width * c_out * c * KERNEL * KERNEL
+            c, height, width = c_out, height // POOL, width // POOL
+        head = [c * height * width, *self.config.hidden_sizes, n_classes]
+        macs += sum(a * b for a, b in itertools.pairwise(head))
+        return 6 * self.config.batch_size * macs
 
     def _activation_floats(self, input_shape: tuple[int, ...], n_classes: int) -> int:
         if len(input_shape) != 3:
