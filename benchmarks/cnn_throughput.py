@@ -23,7 +23,7 @@ import os
 import time
 
 import torch
-import torch.nn.functional as F
+from _user_loop import fit_like_a_user
 from torch import nn
 
 from miaudit.data import keep_matrix
@@ -54,16 +54,10 @@ def train_one_by_one(X, y, keep, args) -> float:
     for i, row in enumerate(keep):
         torch.manual_seed(i)
         model = user_cnn(X.shape[1], X.shape[2], args.classes)
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-        xs, ys = X[torch.from_numpy(row)], y[torch.from_numpy(row)]
-        for _ in range(args.epochs):
-            perm = torch.randperm(len(xs))
-            for s in range(0, len(xs), args.batch):
-                idx = perm[s : s + args.batch]
-                loss = F.cross_entropy(model(xs[idx]), ys[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        fit_like_a_user(
+            model, X, y, row, epochs=args.epochs, batch=args.batch, lr=args.lr,
+            momentum=args.momentum,
+        )
     return time.perf_counter() - start
 
 

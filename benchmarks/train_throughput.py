@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from _user_loop import fit_like_a_user
 from torch import nn
 
 from miaudit.data import keep_matrix
@@ -129,16 +129,10 @@ def train_one_by_one(
         model = nn.Sequential(
             nn.Linear(X.shape[1], args.hidden), nn.Tanh(), nn.Linear(args.hidden, args.classes)
         )
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-        xs, ys = X[torch.from_numpy(row)], y[torch.from_numpy(row)]
-        for _ in range(args.epochs):
-            perm = torch.randperm(len(xs))
-            for s in range(0, len(xs), args.batch):
-                idx = perm[s : s + args.batch]
-                loss = F.cross_entropy(model(xs[idx]), ys[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        fit_like_a_user(
+            model, X, y, row, epochs=args.epochs, batch=args.batch, lr=args.lr,
+            momentum=args.momentum,
+        )
         with torch.no_grad():
             pred = model(X[torch.from_numpy(~row)]).argmax(1)
         accs.append(float((pred == y[torch.from_numpy(~row)]).float().mean()))
