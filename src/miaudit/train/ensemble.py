@@ -359,7 +359,7 @@ class _Batches:
         if self.augment:
             self.source = X
         else:
-            self.source = compact_rows(net.batch_source(X)) if source is None else source
+            self.source = net.batch_source(compact_rows(X)) if source is None else source
         on = self.source.device
         self.gathered = torch.empty(
             (k * batch, *self.source.shape[1:]), dtype=self.source.dtype, device=on
@@ -408,7 +408,7 @@ def train_ensemble(
     order_generators, noise_generators : sequences of K torch.Generator (CPU)
         Per-model randomness: minibatch order; dropout masks and augmentations.
     source : tensor, optional
-        ``compact_rows(net.batch_source(X))``, when the caller has it already (several groups
+        ``net.batch_source(compact_rows(X))``, when the caller has it already (several groups
         of models trained on the same records).
 
     Returns
@@ -640,7 +640,8 @@ class TorchRecipe(Recipe):
         source = None
         if not augments(self.config):
             probe = self.build(input_shape, n_classes, [int(model_ids[0])]).to(device)
-            source = compact_rows(probe.batch_source(Xt))
+            # Compacted first: the rows are then built in bytes, never as a float copy.
+            source = probe.batch_source(compact_rows(Xt))
 
         def train_group(span: slice) -> TrainedGroup:
             ids = [int(i) for i in model_ids[span]]
