@@ -273,3 +273,30 @@ def test_image_only_queries_on_flat_data(tmp_path, data, recipe):
         train_and_query(
             data, 2, recipe, queries=["identity", "mirror"], store_root=tmp_path, quiet=True
         )
+
+
+class RecordingExecutor(LocalExecutor):
+    """Runs chunks in process and records their model ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[tuple[int, ...]] = []
+
+    def map(self, fn, tasks):
+        self.chunks += [task.model_ids for task in tasks]
+        yield from super().map(fn, tasks)
+
+
+def test_cpu_torch_chunks_hold_one_group_per_thread(data, recipe, tmp_path, monkeypatch):
+    """However large the memory budget, a CPU torch chunk holds at most one vectorised group
+    per torch thread, so models reach the store group by group."""
+    from miaudit.train import ensemble
+
+    monkeypatch.setattr(ensemble, "GROUP_STEP_FLOP", 1.0)  # one model per group
+    ex = RecordingExecutor()
+    train_and_query(data, 3, recipe, store_root=tmp_path, executor=ex, quiet=True)
+    assert ex.chunks == [(0,), (1,), (2,)]
+    torch.set_num_threads(2)
+    ex = RecordingExecutor()
+    train_and_query(data, 5, recipe, store_root=tmp_path, executor=ex, quiet=True)
+    assert ex.chunks == [(3, 4)]  # the 2 new models: one chunk, one group per thread

@@ -234,6 +234,9 @@ def _chunks(
     if per is None:
         budget = memory_budget / max(1, executor.n_workers)
         per = max(1, int(budget // recipe.bytes_per_model(*sizes)))
+        cap = recipe.max_models_per_chunk(sizes[0], sizes[1])
+        if cap is not None:
+            per = min(per, cap)
     per = max(1, min(per, math.ceil(len(missing) / max(1, executor.n_workers))))
     return [
         ChunkTask(tuple(missing[i : i + per]), keep[missing[i : i + per]])

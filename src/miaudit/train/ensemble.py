@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -600,6 +601,15 @@ class TorchRecipe(Recipe):
             return n_models
         flop = self.step_flop(input_shape, n_classes)
         return max(1, min(n_models, math.ceil(GROUP_STEP_FLOP / flop)))
+
+    def max_models_per_chunk(self, input_shape: tuple[int, ...], n_classes: int) -> int | None:
+        """On the CPU, one group per torch thread (:meth:`train_models` trains that many side by
+        side), so that a chunk's models reach the store as soon as its groups finish instead of
+        after every model of a memory-sized chunk; off the CPU, no bound."""
+        if torch.device(self.config.device).type != "cpu":
+            return None
+        unbounded = sys.maxsize
+        return self.group_size(input_shape, n_classes, unbounded) * max(1, torch.get_num_threads())
 
     def step_flop(self, input_shape: tuple[int, ...], n_classes: int) -> int:
         """About ``6·B·M`` FLOP per model and training step: ``M`` multiply-adds per record in the

@@ -343,6 +343,11 @@ class Recipe(ABC):
         (:meth:`bytes_per_model`)."""
         return None
 
+    def max_models_per_chunk(self, input_shape: tuple[int, ...], n_classes: int) -> int | None:
+        """An upper bound on the models of a memory-sized chunk (None: none). Smaller chunks
+        are written to the store, and counted by the progress bar, sooner."""
+        return None
+
     @abstractmethod
     def bytes_per_model(
         self, input_shape: tuple[int, ...], n_classes: int, n_records: int, n_queries: int
