@@ -361,15 +361,20 @@ def test_groups_train_like_one_ensemble(digits, monkeypatch):
         assert group.losses[0] == pytest.approx(together[0].losses[j], rel=1e-4)
 
 
-def test_mlp_parameters_are_views_of_one_flat_row_per_model():
+def test_mlp_storage_first_layer_augmented_deeper_layers_contiguous():
+    """The first layer's weight and bias are views of one (K, d + 1, h) tensor (bias last row);
+    deeper layers are contiguous tensors of their own; gradients alias likewise."""
     net = StackedMLP(5, (7,), 3, "relu", model_generators(0, range(2), 0))
-    assert net.flat.shape == (2, 6 * 7 + 8 * 3)
+    first, w1, b1 = net.storage()
+    assert first.shape == (2, 6, 7) and w1.shape == (2, 7, 3) and b1.shape == (2, 3)
+    assert all(t.is_contiguous() and t.grad.is_contiguous() for t in net.storage())
     states = net.state_dicts()
     states[1]["linear0.bias"] = np.arange(7, dtype=np.float32)
     net.load_state_dicts(states)
-    np.testing.assert_array_equal(net.layers[0][1, 5].numpy(), np.arange(7))
-    np.testing.assert_array_equal(net.flat[1, 35:42].numpy(), np.arange(7))
-    assert net.params[0].grad.data_ptr() == net.flat.grad.data_ptr()
+    np.testing.assert_array_equal(first[1, 5].numpy(), np.arange(7))
+    assert net.params[0].data_ptr() == first.data_ptr()
+    assert net.params[0].grad.data_ptr() == first.grad.data_ptr()
+    assert net.params[2] is w1 and net.params[3].grad is b1.grad
 
 
 def test_mlp_on_augmented_images_learns_and_is_augmented(digits):

@@ -11,11 +11,10 @@ Two architectures:
 * :class:`StackedMLP` — ``d → h_1 → … → h_L → C`` fully connected with tanh or ReLU. Its forward
   *and backward* passes are written by hand as batched matrix products (``torch.baddbmm`` /
   ``torch.bmm`` on ``(K, B, ·)`` tensors), with no autograd graph: per step this is ``2L + 1``
-  batched GEMMs and a handful of element-wise kernels, whatever ``K``. All parameters of a model
-  live in one flat row of a ``(K, P)`` tensor (the layers are views into it), so an optimiser
-  step is one element-wise kernel per state tensor, and the first layer's bias is the last row of
-  its weight matrix, multiplied by a column of ones that the training batches carry
-  (:meth:`StackedNet.batch_source`).
+  batched GEMMs and a handful of element-wise kernels, whatever ``K``. The first layer's bias is
+  the last row of its weight matrix, multiplied by a column of ones that the training batches
+  carry (:meth:`StackedNet.batch_source`); every stored tensor is contiguous, so each
+  weight-gradient product writes its result in one batched call.
 * :class:`StackedCNN` — a small CNN for images ``(c, H, W)`` (8×8 digits, 32×32×3 CIFAR): blocks of
   3×3 convolution (padding 1) → ReLU → 2×2 max-pool, then the MLP head. The ``K`` models'
   convolutions run as one grouped convolution (``groups=K``: the input of model ``k`` is channel
@@ -278,14 +277,14 @@ class StackedMLP(StackedNet):
     """``K`` MLPs ``d → hidden_sizes → C`` with a hand-written batched backward pass.
 
     Layer ``i`` is ``h @ W_i + b_i`` with ``W_i`` of shape ``(d_in, d_out)`` (the transpose of
-    ``nn.Linear.weight``). Its storage is the *augmented* matrix ``[W_i; b_i]`` of shape
-    ``(d_in + 1, d_out)`` (:attr:`layers`, ``(K, d_in + 1, d_out)`` views): for the first layer
-    the training batches end with a column of ones (:meth:`batch_source`), so one matrix product
-    computes ``x W_0 + b_0`` and one more computes both gradients; deeper layers add their bias.
-    All layers of model ``k`` lie in row ``k`` of :attr:`flat` ``(K, P)``, their gradients in
-    ``flat.grad``; :attr:`params` are views (``linear{i}.weight`` ``(K, d_in, d_out)`` and
-    ``linear{i}.bias`` ``(K, d_out)``, with their gradients as ``.grad``). Safetensors files hold
-    one model's ``linear{i}.weight`` (``(d_in, d_out)``) and ``linear{i}.bias``.
+    ``nn.Linear.weight``). The first layer is stored as the *augmented* matrix ``[W_0; b_0]``,
+    :attr:`first` ``(K, d + 1, h_1)``: the training batches end with a column of ones
+    (:meth:`batch_source`), so one matrix product computes ``x W_0 + b_0`` and one more computes
+    both gradients. Deeper layers keep ``W_i`` ``(K, d_in, d_out)`` and ``b_i`` ``(K, d_out)``.
+    Every stored tensor is contiguous with its gradient in ``.grad`` (:meth:`storage`), so each
+    weight-gradient product is one batched call; :attr:`params` are ``linear{i}.weight`` and
+    ``linear{i}.bias`` (views of :attr:`first` for ``i = 0``). Safetensors files hold one model's
+    ``linear{i}.weight`` (``(d_in, d_out)``) and ``linear{i}.bias``.
 
     Parameters
     ----------
@@ -310,44 +309,48 @@ class StackedMLP(StackedNet):
     ) -> None:
         self.sizes = [int(n_features), *map(int, hidden_sizes), int(n_classes)]
         self.activation = ACTIVATIONS.get(activation)
-        pairs = list(itertools.pairwise(self.sizes))
-        flat = torch.empty(len(generators), sum((d_in + 1) * d_out for d_in, d_out in pairs))
-        self._bind(flat, torch.zeros_like(flat))
-        for layer, (d_in, d_out) in zip(self.layers, pairs, strict=True):
-            layer[:, :d_in] = uniform_init((d_in, d_out), d_in, generators)
-            layer[:, d_in] = uniform_init((d_out,), d_in, generators)
+        k = len(generators)
+        d, h1 = self.sizes[0], self.sizes[1]
+        first = torch.empty(k, d + 1, h1)
+        first[:, :d] = uniform_init((d, h1), d, generators)
+        first[:, d] = uniform_init((h1,), d, generators)
+        deeper = []
+        for d_in, d_out in itertools.pairwise(self.sizes[1:]):
+            deeper += [
+                uniform_init((d_in, d_out), d_in, generators),
+                uniform_init((d_out,), d_in, generators),
+            ]
+        self._bind([first, *deeper])
 
-    def _bind(self, flat: torch.Tensor, grad: torch.Tensor) -> None:
-        """Make ``flat`` (with gradient ``grad``) the storage: :attr:`layers` and
-        :attr:`params` become views into it."""
-        k = flat.shape[0]
-        self.flat = flat
-        self.flat.grad = grad
-        self.layers: list[torch.Tensor] = []
-        self._layer_grads: list[torch.Tensor] = []
-        self.params, self.names = [], []
-        offset = 0
-        for i, (d_in, d_out) in enumerate(itertools.pairwise(self.sizes)):
-            span = slice(offset, offset + (d_in + 1) * d_out)
-            offset = span.stop
-            layer = flat[:, span].view(k, d_in + 1, d_out)
-            layer_grad = grad[:, span].view(k, d_in + 1, d_out)
-            self.layers.append(layer)
-            self._layer_grads.append(layer_grad)
-            for part, name in ((slice(0, d_in), "weight"), (d_in, "bias")):
-                view = layer[:, part]
-                view.grad = layer_grad[:, part]
-                self.params.append(view)
-                self.names.append(f"linear{i}.{name}")
+    def _bind(self, stored: list[torch.Tensor]) -> None:
+        """Make ``stored`` (the augmented first layer, then each deeper layer's weight and
+        bias) the parameters, with zero gradients unless they have some."""
+        for t in stored:
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+        self._stored = stored
+        self.first = stored[0]
+        d = self.sizes[0]
+        first_weight, first_bias = self.first[:, :d], self.first[:, d]
+        first_weight.grad, first_bias.grad = self.first.grad[:, :d], self.first.grad[:, d]
+        self.params = [first_weight, first_bias, *stored[1:]]
+        self.names = [
+            f"linear{i}.{kind}" for i in range(self.n_layers) for kind in ("weight", "bias")
+        ]
         self._work: dict[str, torch.Tensor] = {}
 
     def to(self, device: torch.device | str) -> StackedMLP:
-        assert self.flat.grad is not None
-        self._bind(self.flat.to(device), self.flat.grad.to(device))
+        moved = []
+        for t in self._stored:
+            assert t.grad is not None
+            m = t.to(device)
+            m.grad = t.grad.to(device)
+            moved.append(m)
+        self._bind(moved)
         return self
 
     def storage(self) -> list[torch.Tensor]:
-        return [self.flat]
+        return list(self._stored)
 
     def batch_source(self, X: torch.Tensor) -> torch.Tensor:
         """``[X_flat, 1]``: the flattened records with a column of ones, ``(n, d + 1)``."""
@@ -366,13 +369,12 @@ class StackedMLP(StackedNet):
         """A work tensor reused by every training step (no allocation per step)."""
         buf = self._work.get(name)
         if buf is None or buf.shape != shape:
-            buf = self._work[name] = torch.empty(shape, device=self.flat.device)
+            buf = self._work[name] = torch.empty(shape, device=self.first.device)
         return buf
 
     def _layer(self, h: torch.Tensor, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """``h @ W_i + b_i`` (into ``out`` when given) for a layer after the first."""
-        d_in = self.sizes[i]
-        w, b = self.layers[i][:, :d_in], self.layers[i][:, d_in]
+        w, b = self.params[2 * i], self.params[2 * i + 1]
         if out is None:
             return torch.baddbmm(b.unsqueeze(1), h, w)
         return torch.baddbmm(b.unsqueeze(1), h, w, out=out)
@@ -407,7 +409,7 @@ class StackedMLP(StackedNet):
         acts = []
         for i, width in enumerate(self.sizes[1:-1]):
             out = self._buffer(f"act{i}", (k, batch, width))
-            a = torch.bmm(x, self.layers[0], out=out) if i == 0 else self._layer(inputs[-1], i, out)
+            a = torch.bmm(x, self.first, out=out) if i == 0 else self._layer(inputs[-1], i, out)
             acts.append(self.activation.forward_(a))
             if dropout_masks:
                 a = torch.mul(a, dropout_masks[i], out=self._buffer(f"drop{i}", a.shape))
@@ -415,28 +417,25 @@ class StackedMLP(StackedNet):
         last = self.n_layers - 1
         logits_buf = self._buffer("logits", (k, batch, self.sizes[-1]))
         logits = (
-            torch.bmm(x, self.layers[0], out=logits_buf)
+            torch.bmm(x, self.first, out=logits_buf)
             if last == 0
             else self._layer(inputs[-1], last, logits_buf)
         )
         loss, g = cross_entropy_sum_grad(logits, y, label_smoothing, need_loss)
         scale = 1.0 / batch
         for i in reversed(range(self.n_layers)):
-            grad = self._layer_grads[i]
             if i == 0:
-                grad.baddbmm_(x.transpose(1, 2), g, beta=grad_decay, alpha=scale)
+                self.first.grad.baddbmm_(x.transpose(1, 2), g, beta=grad_decay, alpha=scale)
                 break
-            d_in = self.sizes[i]
-            grad[:, :d_in].baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay, alpha=scale)
-            bias_grad = grad[:, d_in]
+            w, b = self.params[2 * i], self.params[2 * i + 1]
+            w.grad.baddbmm_(inputs[i].transpose(1, 2), g, beta=grad_decay, alpha=scale)
+            bias_grad = b.grad
             if grad_decay:
                 bias_grad.mul_(grad_decay).add_(g.sum(dim=1), alpha=scale)
             else:
                 torch.mul(g.sum(dim=1), scale, out=bias_grad)
             g = torch.bmm(
-                g,
-                self.layers[i][:, :d_in].transpose(1, 2),
-                out=self._buffer(f"grad{i}", (k, batch, d_in)),
+                g, w.transpose(1, 2), out=self._buffer(f"grad{i}", (k, batch, self.sizes[i]))
             )
             if dropout_masks:
                 g.mul_(dropout_masks[i - 1])
@@ -447,9 +446,8 @@ class StackedMLP(StackedNet):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Shared input: the first layer is one GEMM ``(B, d) @ (d, K·h_1)``."""
         h = x.reshape(x.shape[0], -1)
-        d = self.sizes[0]
-        w0, b0 = self.layers[0][:, :d], self.layers[0][:, d]
-        k, _, h1 = w0.shape
+        w0, b0 = self.params[0], self.params[1]
+        k, d, h1 = w0.shape
         first = (h @ w0.permute(1, 0, 2).reshape(d, k * h1)).view(-1, k, h1).transpose(0, 1)
         first = first + b0.unsqueeze(1)
         if self.n_layers == 1:
