@@ -53,6 +53,7 @@ __all__ = [
     "StackedCNN",
     "StackedMLP",
     "StackedNet",
+    "conv_blocks",
     "cross_entropy_sum_grad",
     "uniform_init",
 ]
@@ -273,6 +274,32 @@ def _linear_params(
     return params, names
 
 
+@dataclass(frozen=True)
+class ConvBlock:
+    """One ``3×3 conv → ReLU → 2×2 max-pool`` block of :class:`StackedCNN`: ``c_in → c_out``
+    channels on ``height × width`` inputs."""
+
+    c_in: int
+    c_out: int
+    height: int
+    width: int
+
+
+def conv_blocks(
+    input_shape: Sequence[int], channels: Sequence[int]
+) -> tuple[list[ConvBlock], tuple[int, int, int]]:
+    """The blocks a CNN with ``channels`` builds on ``(c, H, W)`` images — a block only while
+    the spatial size is at least :data:`POOL` — and the ``(c, H, W)`` shape of their output."""
+    c, height, width = map(int, input_shape)
+    blocks = []
+    for c_out in channels:
+        if min(height, width) < POOL:
+            break
+        blocks.append(ConvBlock(c, int(c_out), height, width))
+        c, height, width = int(c_out), height // POOL, width // POOL
+    return blocks, (c, height, width)
+
+
 class StackedMLP(StackedNet):
     """``K`` MLPs ``d → hidden_sizes → C`` with a hand-written batched backward pass.
 
@@ -309,18 +336,9 @@ class StackedMLP(StackedNet):
     ) -> None:
         self.sizes = [int(n_features), *map(int, hidden_sizes), int(n_classes)]
         self.activation = ACTIVATIONS.get(activation)
-        k = len(generators)
-        d, h1 = self.sizes[0], self.sizes[1]
-        first = torch.empty(k, d + 1, h1)
-        first[:, :d] = uniform_init((d, h1), d, generators)
-        first[:, d] = uniform_init((h1,), d, generators)
-        deeper = []
-        for d_in, d_out in itertools.pairwise(self.sizes[1:]):
-            deeper += [
-                uniform_init((d_in, d_out), d_in, generators),
-                uniform_init((d_out,), d_in, generators),
-            ]
-        self._bind([first, *deeper])
+        initial, _ = _linear_params(self.sizes, generators)
+        weight0, bias0, *deeper = initial
+        self._bind([torch.cat([weight0, bias0.unsqueeze(1)], dim=1), *deeper])
 
     def _bind(self, stored: list[torch.Tensor]) -> None:
         """Make ``stored`` (the augmented first layer, then each deeper layer's weight and
@@ -493,21 +511,17 @@ class StackedCNN(StackedNet):
                 f"torch-cnn: expects images of shape (channels, height, width), got input shape "
                 f"{tuple(input_shape)}"
             )
-        c, height, width = map(int, input_shape)
-        self.input_shape = (c, height, width)
+        self.input_shape = tuple(map(int, input_shape))
         self.params, self.names = [], []
-        self.n_blocks = 0
-        for i, c_out in enumerate(channels):
-            if min(height, width) < POOL:
-                break
-            fan_in = c * KERNEL * KERNEL
+        blocks, (c, height, width) = conv_blocks(input_shape, channels)
+        for i, block in enumerate(blocks):
+            fan_in = block.c_in * KERNEL * KERNEL
             self.params += [
-                uniform_init((c_out, c, KERNEL, KERNEL), fan_in, generators),
-                uniform_init((c_out,), fan_in, generators),
+                uniform_init((block.c_out, block.c_in, KERNEL, KERNEL), fan_in, generators),
+                uniform_init((block.c_out,), fan_in, generators),
             ]
             self.names += [f"conv{i}.weight", f"conv{i}.bias"]
-            c, height, width = int(c_out), height // POOL, width // POOL
-            self.n_blocks += 1
+        self.n_blocks = len(blocks)
         self.head_sizes = [c * height * width, *map(int, hidden_sizes), int(n_classes)]
         head, head_names = _linear_params(self.head_sizes, generators, prefix="head.")
         self.params += head

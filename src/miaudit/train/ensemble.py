@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -56,7 +55,13 @@ from numpy.typing import NDArray
 from miaudit._threads import torch_threads
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
-from miaudit.train.architectures import KERNEL, POOL, StackedCNN, StackedMLP, StackedNet
+from miaudit.train.architectures import (
+    KERNEL,
+    StackedCNN,
+    StackedMLP,
+    StackedNet,
+    conv_blocks,
+)
 from miaudit.train.queries import apply_queries, identity_view, mirror, n_queries, shift
 from miaudit.train.recipes import (
     RECIPES,
@@ -306,7 +311,7 @@ def augments(cfg: TorchTrainConfig) -> bool:
 
 
 def _check_augmentation(cfg: TorchTrainConfig, input_shape: tuple[int, ...]) -> None:
-    if (cfg.augment_flip or cfg.augment_crop) and len(input_shape) != 3:
+    if augments(cfg) and len(input_shape) != 3:
         raise ValidationError(
             f"augment_flip/augment_crop need images (channels, height, width); the data has "
             f"records of shape {input_shape}"
@@ -597,19 +602,25 @@ class TorchRecipe(Recipe):
         (:meth:`train_models`). For the 600 → 256 → 100 MLP at batch 128 that is 8 models, for
         the small CNN on 8×8 digits 4, on 32×32×3 images 1; for small MLPs, all. Off the CPU,
         all: an accelerator wants the largest batched products it can get."""
-        if torch.device(self.config.device).type != "cpu":
+        if not self._on_cpu():
             return n_models
-        flop = self.step_flop(input_shape, n_classes)
-        return max(1, min(n_models, math.ceil(GROUP_STEP_FLOP / flop)))
+        return min(n_models, self._cpu_group_size(input_shape, n_classes))
+
+    def _on_cpu(self) -> bool:
+        return torch.device(self.config.device).type == "cpu"
+
+    def _cpu_group_size(self, input_shape: tuple[int, ...], n_classes: int) -> int:
+        """``max(1, ⌈GROUP_STEP_FLOP / step_flop⌉)``: the CPU group size before the chunk's
+        model count bounds it."""
+        return max(1, math.ceil(GROUP_STEP_FLOP / self.step_flop(input_shape, n_classes)))
 
     def max_models_per_chunk(self, input_shape: tuple[int, ...], n_classes: int) -> int | None:
         """On the CPU, one group per torch thread (:meth:`train_models` trains that many side by
         side), so that a chunk's models reach the store as soon as its groups finish instead of
         after every model of a memory-sized chunk; off the CPU, no bound."""
-        if torch.device(self.config.device).type != "cpu":
+        if not self._on_cpu():
             return None
-        unbounded = sys.maxsize
-        return self.group_size(input_shape, n_classes, unbounded) * max(1, torch.get_num_threads())
+        return self._cpu_group_size(input_shape, n_classes) * max(1, torch.get_num_threads())
 
     def step_flop(self, input_shape: tuple[int, ...], n_classes: int) -> int:
         """About ``6·B·M`` FLOP per model and training step: ``M`` multiply-adds per record in the
@@ -743,7 +754,6 @@ class TorchMLPRecipe(TorchRecipe):
         return StackedMLP(d, cfg.hidden_sizes, n_classes, cfg.activation, generators)
 
 
-
 @RECIPES.register("torch-cnn")
 class TorchCNNRecipe(TorchRecipe):
     """Vectorised small-CNN ensemble (:class:`~miaudit.train.architectures.StackedCNN`)."""
@@ -765,13 +775,8 @@ class TorchCNNRecipe(TorchRecipe):
         ``H·W·c_out·c_in·9`` at its block's resolution, plus the head's parameters."""
         if len(input_shape) != 3:
             return super().step_flop(input_shape, n_classes)
-        c, height, width = input_shape
-        macs = 0
-        for c_out in self.config.channels:
-            if min(height, width) < POOL:
-                break
-            macs += height * width * c_out * c * KERNEL * KERNEL
-            c, height, width = c_out, height // POOL, width // POOL
+        blocks, (c, height, width) = conv_blocks(input_shape, self.config.channels)
+        macs = sum(b.height * b.width * b.c_out * b.c_in * KERNEL * KERNEL for b in blocks)
         head = [c * height * width, *self.config.hidden_sizes, n_classes]
         macs += sum(a * b for a, b in itertools.pairwise(head))
         return 6 * self.config.batch_size * macs
@@ -779,11 +784,6 @@ class TorchCNNRecipe(TorchRecipe):
     def _activation_floats(self, input_shape: tuple[int, ...], n_classes: int) -> int:
         if len(input_shape) != 3:
             return super()._activation_floats(input_shape, n_classes)
-        _, height, width = input_shape
-        conv = 0
-        for c_out in self.config.channels:
-            if min(height, width) < 2:
-                break
-            conv += c_out * height * width
-            height, width = height // 2, width // 2
+        blocks, _ = conv_blocks(input_shape, self.config.channels)
+        conv = sum(b.c_out * b.height * b.width for b in blocks)
         return conv + super()._activation_floats(input_shape, n_classes)
