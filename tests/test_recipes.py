@@ -17,13 +17,7 @@ from miaudit.exceptions import UnknownNameError, ValidationError
 from miaudit.train import TorchMLPConfig, make_config, make_recipe, model_seed
 from miaudit.train.sklearn_recipe import LOG_PROBA_FLOOR, logits_from_proba
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
