@@ -3,7 +3,22 @@
 A :class:`Target` maps a batch of features ``X`` of shape ``(n, *input_shape)`` to outputs of
 shape ``(n, C)`` — logits (``kind == "logits"``) or probabilities (``kind == "probs"``).
 
-Adapters: scikit-learn estimators (``predict_proba``), torch modules, and any Python callable.
+Adapters: scikit-learn estimators (``predict_proba``), torch modules, any Python callable, an HTTP
+endpoint (:class:`miaudit.targets.http.HttpTarget`) and output-restricting wrappers
+(:mod:`miaudit.targets.restrict`: top-k, rounding, temperature, label only, noise).
+
+Threat model: what a target returns
+    A target may declare what it returns in an ``outputs`` attribute, a set of
+    :data:`CAPABILITIES`: ``"logits"`` (the full logit vector), ``"probs"`` (the full probability
+    vector), ``"top_k"`` (only the k largest probabilities), ``"label"`` (the predicted class
+    only), ``"loss"`` (the loss on a labelled record), ``"gradients"`` (white-box access to
+    per-record gradients). A capability implies the weaker ones (:data:`IMPLIES`: logits ⇒ probs
+    ⇒ top_k ⇒ label, probs ⇒ loss). A target without ``outputs`` (or with ``outputs=None``)
+    returns what its ``kind`` says: the full logit or probability vector.
+    :func:`capabilities` resolves this; :func:`check_capabilities` lets the attack stage refuse,
+    with a message naming both sides, an attack whose signal the target cannot give (LiRA
+    against a label-only target). Whatever it declares, ``predict`` always returns ``(n, C)``:
+    label-only targets return one-hot rows, top-k targets zeros outside the top k.
 Model files are loaded without pickle: ``.skops`` for scikit-learn (only types skops trusts by
 default, unless the user names more), ``.safetensors`` for torch weights (see
 :func:`miaudit.targets.load_target`).
@@ -20,31 +35,223 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.exceptions import MiauditError, MissingRequirementError, ValidationError
 
 OutputKind = Literal["logits", "probs"]
+Capability = Literal["logits", "probs", "top_k", "label", "loss", "gradients"]
+
+#: Every capability a target may declare in its ``outputs`` attribute.
+CAPABILITIES: tuple[Capability, ...] = ("logits", "probs", "top_k", "label", "loss", "gradients")
+
+#: What each capability gives for free: the probabilities are the softmax of the logits, the
+#: top k and the label are read off the probabilities, the loss ``-log p_y`` is computed from them.
+IMPLIES: dict[str, frozenset[str]] = {
+    "logits": frozenset({"probs", "top_k", "label", "loss"}),
+    "probs": frozenset({"top_k", "label", "loss"}),
+    "top_k": frozenset({"label"}),
+    "label": frozenset(),
+    "loss": frozenset(),
+    "gradients": frozenset(),
+}
+
+#: The capability each signal of :mod:`miaudit.signals` (and of the label-only and white-box
+#: attacks) needs from the target. A signal not listed needs the full probability vector.
+SIGNAL_NEEDS: dict[str, Capability] = {
+    "logit_scaled_confidence": "probs",
+    "cross_entropy_loss": "loss",
+    "confidence": "probs",
+    "entropy": "probs",
+    "modified_entropy": "probs",
+    "margin": "probs",
+    "correct": "label",
+    "augmented_correctness": "label",
+    "boundary_distance": "label",
+    "gradient_norm": "gradients",
+    "white_box_features": "gradients",
+}
+
+#: What each capability means, for error messages.
+DESCRIBE: dict[str, str] = {
+    "logits": "logit vector ('logits')",
+    "probs": "full probability vector ('probs')",
+    "top_k": "top-k probabilities ('top_k')",
+    "label": "predicted label ('label')",
+    "loss": "loss ('loss')",
+    "gradients": "per-record gradients ('gradients')",
+}
+
+#: Attacks that need only the predicted label, suggested when a target gives no more.
+LABEL_ONLY_ATTACKS = ("correctness", "label_only_augmentation", "label_only_boundary")
 
 #: Records per forward pass when querying a torch module.
 TORCH_QUERY_BATCH = 4096
 
 __all__ = [
+    "CAPABILITIES",
+    "IMPLIES",
+    "SIGNAL_NEEDS",
     "CallableTarget",
     "SklearnTarget",
     "Target",
     "TorchTarget",
+    "capabilities",
+    "check_capabilities",
     "load_callable",
     "load_skops",
     "load_target",
+    "predict_labels",
+    "required_outputs",
 ]
 
 
 @runtime_checkable
 class Target(Protocol):
-    """A model that can be queried: ``predict(X) -> (n, C)`` outputs of kind ``kind``."""
+    """A model that can be queried: ``predict(X) -> (n, C)`` outputs of kind ``kind``.
+
+    Optional members, read with :func:`getattr` so that any object with ``kind`` and ``predict``
+    stays a target: ``outputs`` (a set of :data:`CAPABILITIES`, or None for "what ``kind``
+    says") and ``predict_labels(X) -> (n,)`` (the label the model reports, when it reports one
+    next to restricted scores; see :func:`predict_labels`).
+    """
 
     kind: OutputKind
 
     def predict(self, X: NDArray) -> NDArray: ...
+
+
+def _closure(declared: Any, where: str) -> frozenset[str]:
+    """``declared`` (a capability name or an iterable of names) with everything it implies."""
+    names = {declared} if isinstance(declared, str) else set(declared)
+    unknown = sorted(str(n) for n in names if n not in IMPLIES)
+    if unknown:
+        raise ValidationError(
+            f"{where}: unknown output capabilities {unknown}; valid: {', '.join(CAPABILITIES)}"
+        )
+    out = set(names)
+    for name in names:
+        out |= IMPLIES[name]
+    return frozenset(out)
+
+
+def capabilities(target: Any) -> frozenset[str]:
+    """Everything ``target`` can return: its declared ``outputs`` and what they imply.
+
+    Parameters
+    ----------
+    target : Target
+        Any object with ``kind`` and ``predict``; ``outputs`` is optional.
+
+    Returns
+    -------
+    frozenset of str
+        Capabilities from :data:`CAPABILITIES`. A target without ``outputs`` returns its
+        ``kind`` (``"logits"`` or ``"probs"``) and what that implies.
+    """
+    declared = getattr(target, "outputs", None)
+    name = type(target).__name__
+    if declared is None:
+        kind = getattr(target, "kind", None)
+        if kind not in ("logits", "probs"):
+            raise ValidationError(
+                f"target {name}: kind must be 'logits' or 'probs', got {kind!r} (or declare "
+                f"outputs, a set of {', '.join(CAPABILITIES)})"
+            )
+        declared = kind
+    return _closure(declared, f"target {name}.outputs")
+
+
+def _attack_field(attack: Any, name: str) -> Any:
+    """``attack.<name>``, else ``attack.info.<name>`` (an Attack, its class or its info)."""
+    value = getattr(attack, name, None)
+    if value is None:
+        value = getattr(getattr(attack, "info", None), name, None)
+    return value
+
+
+def required_outputs(attack: Any) -> frozenset[str]:
+    """The capabilities an attack needs from the target.
+
+    Parameters
+    ----------
+    attack : AttackInfo, Attack or Attack subclass
+
+    Returns
+    -------
+    frozenset of str
+        ``needs_capabilities`` (a capability or a tuple of them, all needed) when the attack or
+        its info declares it; otherwise derived from the signals it reads (``info.signals``, or
+        ``info.signal`` in the older interface) through :data:`SIGNAL_NEEDS` — a signal not
+        listed there needs the full probabilities, and so does an attack that reads raw
+        outputs (``info.needs_outputs``).
+    """
+    name = _attack_field(attack, "name")
+    declared = _attack_field(attack, "needs_capabilities")
+    if declared is None or (not isinstance(declared, str) and not tuple(declared)):
+        signals = _attack_field(attack, "signals")
+        if signals is None:
+            single = _attack_field(attack, "signal")
+            signals = () if single is None else (single,)
+        declared = {SIGNAL_NEEDS.get(str(s), "probs") for s in signals}
+        if _attack_field(attack, "needs_outputs") is True:
+            declared.add("probs")
+    names = {declared} if isinstance(declared, str) else set(declared)
+    _closure(names, f"attack {name!r}.needs_capabilities")
+    return frozenset(names)
+
+
+def check_capabilities(attack: Any, target: Any) -> None:
+    """Refuse an attack whose signal the target cannot give.
+
+    Parameters
+    ----------
+    attack : AttackInfo, Attack or Attack subclass
+        What the attack needs: see :func:`required_outputs`.
+    target : Target
+
+    Raises
+    ------
+    MissingRequirementError
+        Naming the attack, what it needs, what the target returns and which attacks fit, e.g.
+        LiRA (logit-scaled confidence, needs probabilities) against a label-only target.
+    """
+    have = capabilities(target)
+    missing = sorted(required_outputs(attack) - have)
+    if not missing:
+        return
+    name = _attack_field(attack, "name")
+    signals = _attack_field(attack, "signals") or _attack_field(attack, "signal") or "raw outputs"
+    if not isinstance(signals, str):
+        signals = ", ".join(signals) or "raw outputs"
+    hint = (
+        f"; attacks that need only labels: {', '.join(LABEL_ONLY_ATTACKS)}"
+        if "label" in have
+        else ""
+    )
+    needs = " and ".join(DESCRIBE[m] for m in missing)
+    raise MissingRequirementError(
+        f"attack {name!r} needs the target's {needs} (its signal: {signals}), "
+        f"but target {type(target).__name__} returns only: {', '.join(sorted(have)) or 'nothing'}"
+        f"{hint}"
+    )
+
+
+def predict_labels(target: Any, X: NDArray) -> NDArray[np.int64]:
+    """The class the target predicts for each record, shape ``(n,)``.
+
+    Uses ``target.predict_labels(X)`` when the target has it (a restricted API that reports
+    the label next to rounded or noisy scores), else ``argmax`` of ``target.predict(X)``
+    (ties go to the lowest class index).
+    """
+    fn = getattr(target, "predict_labels", None)
+    if callable(fn):
+        out = np.asarray(fn(X))
+    else:
+        out = np.asarray(target.predict(X)).argmax(axis=-1)
+    if out.shape != (len(X),):
+        raise ValidationError(
+            f"target {type(target).__name__}: expected {len(X)} labels, got shape {out.shape}"
+        )
+    return out.astype(np.int64)
 
 
 @dataclass
@@ -59,6 +266,7 @@ class SklearnTarget:
     estimator: Any
     n_classes: int | None = None
     kind: OutputKind = "probs"
+    outputs: frozenset[str] | None = None
 
     def predict(self, X: NDArray) -> NDArray:
         X2 = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
@@ -74,11 +282,20 @@ class SklearnTarget:
 
 @dataclass
 class TorchTarget:
-    """A torch module returning logits; queried in eval mode without gradients, in batches."""
+    """A torch module returning logits; queried in eval mode without gradients, in batches.
+
+    Holding the module, it also gives white-box access: ``outputs`` defaults to the logits
+    and per-record gradients (:mod:`miaudit.attacks.white_box`).
+    """
 
     module: Any
     kind: OutputKind = "logits"
     batch_size: int = TORCH_QUERY_BATCH
+    outputs: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.outputs is None:
+            self.outputs = frozenset({self.kind, "gradients"})
 
     def predict(self, X: NDArray) -> NDArray:
         import torch
@@ -103,6 +320,7 @@ class CallableTarget:
 
     fn: Callable[[NDArray], Any]
     kind: OutputKind = "logits"
+    outputs: frozenset[str] | None = None
 
     def predict(self, X: NDArray) -> NDArray:
         out = np.asarray(self.fn(X), dtype=np.float64)
