@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import expit
 
 from miaudit.attacks.lira import lira_scores
-from miaudit.attacks.reference import attack_r_scores, calibrated_scores, sablayrolles_scores
+from miaudit.attacks.calibrated import attack_r_scores, calibrated_scores, sablayrolles_scores
 from miaudit.attacks.rmia import rmia_scores
 
 TIME_TARGET_S = 2.0

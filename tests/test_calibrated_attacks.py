@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from miaudit import attacks
-from miaudit.attacks._common import side_mask
+from miaudit.attacks._reference_stats import side_mask
 from miaudit.attacks.base import AttackData
-from miaudit.attacks.reference import (
+from miaudit.attacks.calibrated import (
     attack_p_scores,
     attack_r_scores,
     calibrated_scores,

@@ -12,7 +12,7 @@ import pytest
 
 from miaudit import attacks
 from miaudit.attacks import AttackData
-from miaudit.attacks._common import equal_count_masks
+from miaudit.attacks._reference_stats import equal_count_masks
 from miaudit.data.splits import LeaveOneOut, keep_matrix
 from miaudit.metrics import auc
 

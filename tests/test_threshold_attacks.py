@@ -9,7 +9,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from miaudit import attacks
 from miaudit.attacks import AttackData
-from miaudit.attacks.population import best_threshold
+from miaudit.attacks.threshold import best_threshold
 from miaudit.exceptions import MissingRequirementError, UnknownNameError, ValidationError
 from miaudit.metrics import auc
 from miaudit.signals import cross_entropy_loss

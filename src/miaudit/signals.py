@@ -24,10 +24,10 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import log_softmax, logsumexp
 
 from miaudit._validation import check_array, check_labels
-from miaudit.exceptions import UnknownNameError, ValidationError
+from miaudit.exceptions import ValidationError
+from miaudit.registry import Registry
 
 OutputKind = Literal["logits", "probs"]
 
@@ -78,6 +78,8 @@ def _prepare(
         with np.errstate(divide="ignore"):
             logp = np.maximum(np.log(out), _LOG_TINY)
     else:
+        from scipy.special import log_softmax
+
         logp = log_softmax(out, axis=-1)
     lab = check_labels(labels, n_classes)
     lead = out.shape[:-1]
@@ -142,6 +144,8 @@ def logit_scaled_confidence(
     :math:`\log p_y - \log\sum_{j \ne y} p_j`), so a logit margin of 1,000 gives
     ``1000 - log(C - 1)``; the LiRA reference code's ``log(p + 1e-45)`` saturates at ±103.6.
     """
+    from scipy.special import logsumexp
+
     logp, lab = _prepare(outputs, labels, kind)
     return _take(logp, lab) - logsumexp(_others(logp, lab), axis=-1)
 
@@ -214,23 +218,29 @@ def correct(
 SignalFn = Callable[..., NDArray[np.float64]]
 
 #: Signals by name. Each maps ``(outputs, labels, kind)`` to an array of ``outputs.shape[:-1]``.
-SIGNALS: dict[str, SignalFn] = {
-    "logit_scaled_confidence": logit_scaled_confidence,
-    "cross_entropy_loss": cross_entropy_loss,
-    "confidence": confidence,
-    "entropy": entropy,
-    "modified_entropy": modified_entropy,
-    "margin": margin,
-    "correct": correct,
-}
+#: A new signal is one function registered with ``@SIGNALS.register("name")``.
+SIGNALS: Registry[SignalFn] = Registry("signal")
+for _fn in (
+    logit_scaled_confidence,
+    cross_entropy_loss,
+    confidence,
+    entropy,
+    modified_entropy,
+    margin,
+    correct,
+):
+    SIGNALS.add(_fn.__name__, _fn)
+del _fn
 
 
 def compute_signal(
     name: str, outputs: ArrayLike, labels: ArrayLike, kind: OutputKind = "logits"
 ) -> NDArray[np.float64]:
-    """Compute the signal called ``name`` (a key of :data:`SIGNALS`)."""
-    if name not in SIGNALS:
-        raise UnknownNameError(
-            f"unknown signal {name!r}. Valid signals: {', '.join(sorted(SIGNALS))}"
-        )
-    return SIGNALS[name](outputs, labels, kind=kind)
+    """Compute the signal registered as ``name`` (see :data:`SIGNALS`).
+
+    Raises
+    ------
+    UnknownNameError
+        For an unregistered name (the message lists the valid ones).
+    """
+    return SIGNALS.get(name)(outputs, labels, kind=kind)

@@ -1,27 +1,64 @@
 """Membership inference attacks, registered by name.
 
 >>> from miaudit import attacks
->>> attacks.names()            # doctest: +ELLIPSIS
-[...]
->>> loss = attacks.get("loss")()  # an Attack; .score(AttackData) -> (n,) scores, higher = member
+>>> "lira" in attacks.names()
+True
+>>> loss = attacks.create("loss")   # an Attack; .score(AttackData) -> (n,) scores, higher = member
+>>> loss.info.signals
+('cross_entropy_loss',)
 
-Each family lives in its own module and registers itself with ``@register("name")``.
+Each family lives in its own module of this package and registers itself with
+``@register("name")``: every public module here is imported on first use (module discovery), so
+a new attack is one new file. Attacks of other packages arrive through the ``miaudit.attacks``
+entry-point group, and a config may name any attack class as ``"module:Class"``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
+from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry, check_call
 
-REGISTRY: Registry[type[Attack]] = Registry("attack")
+def check_attack_class(name: str, cls: Any) -> type[Attack]:
+    """``cls`` if it is an :class:`Attack` subclass whose ``info`` names registered signals.
+
+    Raises
+    ------
+    ValidationError
+        Naming ``name`` and what is wrong.
+    """
+    from miaudit.signals import SIGNALS
+
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise ValidationError(
+            f"attack {name!r}: expected a subclass of miaudit.attacks.Attack, got {cls!r}"
+        )
+    info = getattr(cls, "info", None)
+    if not isinstance(info, AttackInfo):
+        raise ValidationError(f"attack {name!r}: {cls.__name__}.info must be an AttackInfo")
+    unknown = [s for s in info.signals if s not in SIGNALS]
+    if unknown:
+        raise ValidationError(
+            f"attack {name!r}: info.signals names unregistered signals {unknown}; valid "
+            f"signals: {', '.join(SIGNALS.names())}"
+        )
+    return cls
 
 
-def register(name: str):
+#: Every attack: the modules of this package, then the ``miaudit.attacks`` entry points.
+REGISTRY: Registry[type[Attack]] = Registry(
+    "attack", discover="miaudit.attacks", entry_points="miaudit.attacks", check=check_attack_class
+)
+
+
+def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Class decorator registering an :class:`Attack` subclass; checks ``info.name`` matches."""
 
     def decorator(cls: type[Attack]) -> type[Attack]:
+        check_attack_class(name, cls)
         if cls.info.name != name:
             raise ValueError(f"attack {cls.__name__}: info.name {cls.info.name!r} != {name!r}")
         return REGISTRY.register(name)(cls)
@@ -30,9 +67,14 @@ def register(name: str):
 
 
 def get(name: str) -> type[Attack]:
-    """The attack class registered as ``name`` (error lists the valid names)."""
-    _load_all()
-    return REGISTRY.get(name)
+    """The attack class registered as ``name``, or imported from ``"module:Class"``.
+
+    Raises
+    ------
+    UnknownNameError
+        For an unregistered name (the message lists the valid names and the closest).
+    """
+    return REGISTRY.resolve(name)
 
 
 def create(name: str, **params: Any) -> Attack:
@@ -44,31 +86,12 @@ def create(name: str, **params: Any) -> Attack:
 
 def names() -> list[str]:
     """Sorted names of all registered attacks."""
-    _load_all()
     return REGISTRY.names()
 
 
 def infos() -> list[AttackInfo]:
     """:class:`AttackInfo` of every registered attack, sorted by name."""
-    _load_all()
-    return [REGISTRY.get(n).info for n in REGISTRY.names()]
-
-
-list = names  # the documented ``miaudit.attacks.list()``
-
-_MODULES = ("population", "lira", "rmia", "reference", "shokri", "risk_score")
-
-
-def _load_all() -> None:
-    """Import every attack module so that it registers itself."""
-    import importlib
-
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"miaudit.attacks.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"miaudit.attacks.{mod}":
-                raise
+    return [cls.info for _, cls in REGISTRY.items()]
 
 
 __all__ = [
@@ -76,6 +99,7 @@ __all__ = [
     "Attack",
     "AttackData",
     "AttackInfo",
+    "check_attack_class",
     "create",
     "get",
     "infos",

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from miaudit._validation import check_array, check_keep, check_labels
-from miaudit.attacks._common import Side, require_references
+from miaudit.attacks._reference_stats import Side, require_references
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.signals import OutputKind, compute_signal
 
@@ -53,8 +53,11 @@ class AttackInfo:
         One-line description.
     paper : str
         Citation of the paper that defines it.
-    signal : str
-        Name of the signal in :mod:`miaudit.signals` it works on (or a short description).
+    signals : tuple of str
+        Registered signal names (:data:`miaudit.signals.SIGNALS`) the attack reads; the attack
+        stage computes these once for all models and hands them over.
+    needs_outputs : bool
+        Reads the raw model outputs (logits or probabilities), not only signals.
     needs_references : bool
         Needs reference (shadow) models.
     needs_in_references : bool
@@ -68,7 +71,8 @@ class AttackInfo:
     name: str
     title: str
     paper: str
-    signal: str
+    signals: tuple[str, ...] = ()
+    needs_outputs: bool = False
     needs_references: bool = False
     needs_in_references: bool = False
     needs_out_references: bool = False

@@ -9,7 +9,7 @@ per-query scores over the ``q`` queries.
   the record's OUT reference signals, as the level :math:`\alpha` at which the linearly
   interpolated quantile of those signals (``numpy.quantile(method="linear")``) equals the target
   signal; 0 below the smallest, 1 above the largest (see
-  :func:`~miaudit.attacks._common.interpolated_rank`). Thresholding it at :math:`1 - \alpha`
+  :func:`~miaudit.attacks._reference_stats.interpolated_rank`). Thresholding it at :math:`1 - \alpha`
   is Attack-R's per-record threshold at the :math:`\alpha` quantile.
 * **Attack-P** (same paper): the same position among the target model's signals on population
   records (no reference models needed).
@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from miaudit.attacks import register
-from miaudit.attacks._common import (
+from miaudit.attacks._reference_stats import (
     as_queries,
     check_reference_signals,
     equal_count_masks,
@@ -75,7 +75,7 @@ def attack_r_scores(
         Every record needs at least one OUT reference.
     equalize : bool
         Rank every record among the same number of OUT references (the smallest count over
-        records; :func:`~miaudit.attacks._common.equal_count_masks`), so that the set of
+        records; :func:`~miaudit.attacks._reference_stats.equal_count_masks`), so that the set of
         possible ranks does not depend on membership (it does in a leave-one-out audit).
 
     Returns
@@ -177,7 +177,7 @@ class AttackR(_NegLossReferenceAttack):
         name="attack_r",
         title="Attack-R: rank of the target's loss among the record's OUT reference losses",
         paper=YE,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_out_references=True,
     )
@@ -197,7 +197,7 @@ class CalibratedLossAttack(_NegLossReferenceAttack):
             "Watson, Guo, Cormode, Sablayrolles. On the Importance of Difficulty Calibration "
             "in Membership Inference Attacks. ICLR 2022"
         ),
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_out_references=True,
     )
@@ -213,7 +213,7 @@ class SablayrollesAttack(_NegLossReferenceAttack):
             "Sablayrolles, Douze, Schmid, Ollivier, Jégou. White-box vs Black-box: Bayes "
             "Optimal Strategies for Membership Inference. ICML 2019"
         ),
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_in_references=True,
         needs_out_references=True,
@@ -227,7 +227,7 @@ class AttackP(Attack):
         name="attack_p",
         title="Attack-P: rank of the target's loss among its losses on population records",
         paper=YE,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_population=True,
     )
 

@@ -45,7 +45,7 @@ from scipy.special import log_ndtr
 
 from miaudit._validation import check_keep
 from miaudit.attacks import register
-from miaudit.attacks._common import (
+from miaudit.attacks._reference_stats import (
     Side,
     SideStats,
     as_queries,
@@ -347,7 +347,7 @@ def lira_scores(
         Only used offline.
     equalize : bool
         Fit every record's Gaussians to the same number of IN and of OUT references
-        (:func:`~miaudit.attacks._common.equal_count_masks`). Needed when the counts depend on
+        (:func:`~miaudit.attacks._reference_stats.equal_count_masks`). Needed when the counts depend on
         membership, as in a leave-one-out audit over a balanced keep matrix; the registered
         attacks turn it on.
 
@@ -415,7 +415,7 @@ class LiraAttack(_LiraBase):
         name="lira",
         title="LiRA online: Gaussian likelihood ratio of IN vs OUT reference signals",
         paper=PAPER,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_in_references=True,
         needs_out_references=True,
@@ -432,7 +432,7 @@ class LiraOfflineAttack(_LiraBase):
         name="lira_offline",
         title="LiRA offline: position of the target signal in the OUT reference Gaussian",
         paper=PAPER,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_out_references=True,
     )

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from miaudit._validation import check_count, check_probability
 from miaudit.attacks import register
-from miaudit.attacks._common import check_reference_signals, require_in_and_out
+from miaudit.attacks._reference_stats import check_reference_signals, require_in_and_out
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import ValidationError
 
@@ -180,7 +180,7 @@ class PrivacyRiskScoreAttack(Attack):
         name="privacy_risk_score",
         title="Privacy risk score: P(member | signal) from per-class IN/OUT histograms",
         paper=PAPER,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
     )
 

@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from miaudit._validation import check_count, check_keep, check_positive, check_probability
 from miaudit.attacks import register
-from miaudit.attacks._common import (
+from miaudit.attacks._reference_stats import (
     as_queries,
     check_reference_signals,
     masked_mean,
@@ -331,7 +331,7 @@ class RmiaAttack(_RmiaBase):
         name="rmia",
         title="RMIA online: likelihood ratio vs population records, Pr(x) over all references",
         paper=PAPER,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_population=True,
     )
@@ -347,7 +347,7 @@ class RmiaOfflineAttack(_RmiaBase):
         name="rmia_offline",
         title="RMIA offline: Pr(x) approximated from OUT references with parameter a",
         paper=PAPER,
-        signal=SIGNAL,
+        signals=(SIGNAL,),
         needs_references=True,
         needs_out_references=True,
         needs_population=True,

@@ -42,7 +42,7 @@ from miaudit._validation import (
     check_labels,
 )
 from miaudit.attacks import register
-from miaudit.attacks._common import has_in_and_out, require_in_and_out
+from miaudit.attacks._reference_stats import has_in_and_out, require_in_and_out
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
@@ -232,7 +232,7 @@ class ShokriAttack(Attack):
         name="shokri",
         title="Shadow models: per-class meta-classifiers on sorted prediction vectors",
         paper=PAPER,
-        signal="sorted probability vectors (raw outputs)",
+        needs_outputs=True,  # sorted probability vectors of the raw outputs
         needs_references=True,
     )
 

@@ -1,4 +1,4 @@
-"""Population attacks: threshold a single signal of the target model, no reference models needed.
+"""Threshold attacks: one signal of the target model, no reference models needed.
 
 Each attack scores a record by one signal of the target model, averaged over queries and
 oriented so that higher = member:
@@ -62,8 +62,12 @@ def best_threshold(in_values: NDArray, out_values: NDArray) -> float:
 class _SignalThresholdAttack(Attack):
     """Score = sign · mean over queries of one signal; optional per-class calibration."""
 
-    signal_name: ClassVar[str]
     sign: ClassVar[float]
+
+    @property
+    def signal_name(self) -> str:
+        """The one signal this attack thresholds (``info.signals[0]``)."""
+        return self.info.signals[0]
 
     def __init__(self, class_thresholds: bool = False) -> None:
         self.class_thresholds = bool(class_thresholds)
@@ -109,9 +113,8 @@ class LossAttack(_SignalThresholdAttack):
         name="loss",
         title="LOSS: negative cross-entropy loss of the target model",
         paper="Yeom, Giacomelli, Fredrikson, Jha. Privacy Risk in Machine Learning. CSF 2018",
-        signal="cross_entropy_loss",
+        signals=("cross_entropy_loss",),
     )
-    signal_name = "cross_entropy_loss"
     sign = -1.0
 
 
@@ -121,9 +124,8 @@ class ConfidenceAttack(_SignalThresholdAttack):
         name="confidence",
         title="Confidence: the target model's probability of the true class",
         paper="Salem et al. ML-Leaks. NDSS 2019",
-        signal="confidence",
+        signals=("confidence",),
     )
-    signal_name = "confidence"
     sign = 1.0
 
 
@@ -133,9 +135,8 @@ class EntropyAttack(_SignalThresholdAttack):
         name="entropy",
         title="Entropy: negative entropy of the target model's prediction",
         paper="Salem et al. ML-Leaks. NDSS 2019",
-        signal="entropy",
+        signals=("entropy",),
     )
-    signal_name = "entropy"
     sign = -1.0
 
 
@@ -145,9 +146,8 @@ class ModifiedEntropyAttack(_SignalThresholdAttack):
         name="modified_entropy",
         title="Modified entropy: negative Mentr, uses the label (Song & Mittal)",
         paper="Song, Mittal. Systematic Evaluation of Privacy Risks of ML Models. USENIX Sec 2021",
-        signal="modified_entropy",
+        signals=("modified_entropy",),
     )
-    signal_name = "modified_entropy"
     sign = -1.0
 
 
@@ -157,7 +157,6 @@ class CorrectnessAttack(_SignalThresholdAttack):
         name="correctness",
         title="Gap attack: member iff the target classifies the record correctly",
         paper="Yeom, Giacomelli, Fredrikson, Jha. Privacy Risk in Machine Learning. CSF 2018",
-        signal="correct",
+        signals=("correct",),
     )
-    signal_name = "correct"
     sign = 1.0

@@ -19,11 +19,11 @@ from numpy.typing import NDArray
 
 from miaudit import attacks
 from miaudit._progress import progress
-from miaudit._validation import check_array
-from miaudit.attacks.base import AttackData
+from miaudit._validation import check_array, check_keep
+from miaudit.attacks.base import Attack, AttackData
 from miaudit.config import AttackSpec
 from miaudit.exceptions import ValidationError
-from miaudit.signals import SIGNALS, OutputKind, compute_signal
+from miaudit.signals import OutputKind, compute_signal
 
 #: One target and its references: ``(target_index, reference_indices)``, as yielded by
 #: :class:`miaudit.data.splits.LeaveOneOut`. ``target_index == EXTERNAL_TARGET`` means the
@@ -79,12 +79,16 @@ def attack_data(
     population_idx: NDArray[np.int64],
     signal_names: Sequence[str] = (),
     target_outputs: NDArray | None = None,
+    *,
+    with_outputs: bool = True,
 ) -> AttackData:
     """The :class:`AttackData` for one target: audited records ``audit_idx``, population records
     ``population_idx``, signals in ``signal_names`` sliced from ``bank``.
 
     ``target_outputs`` (shape (N, q, C)) replaces ``bank.outputs[target]`` for an external
-    target (``target == EXTERNAL_TARGET``).
+    target (``target == EXTERNAL_TARGET``). With ``with_outputs=False`` only the signals are
+    handed over (no attack of the stage reads raw outputs), and the reference models' outputs
+    are never gathered.
     """
     target, refs = split
     refs = np.asarray(refs, dtype=np.int64)
@@ -95,19 +99,24 @@ def attack_data(
     else:
         tgt = np.asarray(bank.outputs[target])
     has_pop = population_idx.size > 0
-    ref_outs = np.asarray(bank.outputs[refs]) if refs.size else None  # gathered once
-    data = AttackData(
-        labels=bank.labels[audit_idx],
-        target=tgt[audit_idx],
-        references=ref_outs[:, audit_idx] if ref_outs is not None else None,
-        keep=keep[refs][:, audit_idx] if refs.size else None,
-        population_labels=bank.labels[population_idx] if has_pop else None,
-        population_target=tgt[population_idx] if has_pop else None,
-        population_references=ref_outs[:, population_idx]
-        if has_pop and ref_outs is not None
-        else None,
-        kind=bank.kind,
-    )
+    pop_labels = bank.labels[population_idx] if has_pop else None
+    if with_outputs:
+        ref_outs = np.asarray(bank.outputs[refs]) if refs.size else None  # gathered once
+        data = AttackData(
+            labels=bank.labels[audit_idx],
+            target=tgt[audit_idx],
+            references=ref_outs[:, audit_idx] if ref_outs is not None else None,
+            keep=keep[refs][:, audit_idx] if refs.size else None,
+            population_labels=pop_labels,
+            population_target=tgt[population_idx] if has_pop else None,
+            population_references=ref_outs[:, population_idx]
+            if has_pop and ref_outs is not None
+            else None,
+            kind=bank.kind,
+        )
+    else:
+        data = AttackData(labels=bank.labels[audit_idx], population_labels=pop_labels,
+                          kind=bank.kind)
     for name in signal_names:
         if target == EXTERNAL_TARGET:
             sig_t = compute_signal(name, tgt, bank.labels, kind=bank.kind)
@@ -121,7 +130,17 @@ def attack_data(
             data.set_signal(name, "references", sig[:, audit_idx])
             if has_pop:
                 data.set_signal(name, "population_references", sig[:, population_idx])
+    if not with_outputs and refs.size:
+        data.keep = check_keep(keep[refs][:, audit_idx], shape=(refs.size, audit_idx.size))
     return data
+
+
+def needs(instances: Sequence[Attack]) -> tuple[list[str], bool]:
+    """What a set of attacks reads: the union of their declared signals (sorted) and whether any
+    reads raw outputs (an attack that declares no signal is assumed to)."""
+    wanted = sorted({s for a in instances for s in a.info.signals})
+    outputs = any(a.info.needs_outputs or not a.info.signals for a in instances)
+    return wanted, outputs
 
 
 def score_targets(
@@ -143,10 +162,13 @@ def score_targets(
     """
     instances = {spec.display: attacks.create(spec.name, **spec.params) for spec in specs}
     out = {label: np.empty((len(splits), audit_idx.size)) for label in instances}
-    wanted = sorted({a.info.signal for a in instances.values() if a.info.signal in SIGNALS})
+    wanted, with_outputs = needs(list(instances.values()))
     label = ", ".join(instances)
     for i, split in enumerate(progress(splits, f"attacking ({label})", quiet=quiet)):
-        data = attack_data(bank, split, keep, audit_idx, population_idx, wanted, target_outputs)
+        data = attack_data(
+            bank, split, keep, audit_idx, population_idx, wanted, target_outputs,
+            with_outputs=with_outputs,
+        )
         for label, attack in instances.items():
             out[label][i] = attack.score(data)
     return out
