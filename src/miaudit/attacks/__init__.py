@@ -22,6 +22,7 @@ from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry, check_call
 
+
 def check_attack_class(name: str, cls: Any) -> type[Attack]:
     """``cls`` if it is an :class:`Attack` subclass whose ``info`` names registered signals.
 

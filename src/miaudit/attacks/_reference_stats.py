@@ -276,6 +276,14 @@ def masked_stats(x: NDArray[np.float64], mask: NDArray[np.bool_]) -> SideStats:
     return _stats_from_sums(mask.sum(axis=0), s1, masked_sum(d, weight), shift)
 
 
+#: Whether reference attacks fit every record to equal IN/OUT reference counts by default (the
+#: pure functions and the registered attacks alike). On: in a leave-one-out audit over a
+#: balanced keep matrix the counts depend on membership (see :func:`equal_count_masks`), and
+#: unequal counts make the score depend on membership even for models that learned nothing.
+#: The published reference code does not equalise; pass ``equalize=False`` to match it.
+EQUALIZE_DEFAULT = True
+
+
 def equal_count_masks(keep: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """IN and OUT masks that give every record the same number of references on each side.
 

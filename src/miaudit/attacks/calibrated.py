@@ -9,7 +9,8 @@ per-query scores over the ``q`` queries.
   the record's OUT reference signals, as the level :math:`\alpha` at which the linearly
   interpolated quantile of those signals (``numpy.quantile(method="linear")``) equals the target
   signal; 0 below the smallest, 1 above the largest (see
-  :func:`~miaudit.attacks._reference_stats.interpolated_rank`). Thresholding it at :math:`1 - \alpha`
+  :func:`~miaudit.attacks._reference_stats.interpolated_rank`). Thresholding it at
+  :math:`1 - \alpha`
   is Attack-R's per-record threshold at the :math:`\alpha` quantile.
 * **Attack-P** (same paper): the same position among the target model's signals on population
   records (no reference models needed).
@@ -31,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from miaudit.attacks import register
 from miaudit.attacks._reference_stats import (
+    EQUALIZE_DEFAULT,
     as_queries,
     check_reference_signals,
     equal_count_masks,
@@ -61,7 +63,11 @@ YE = (
 
 
 def attack_r_scores(
-    target: ArrayLike, reference: ArrayLike, keep: ArrayLike, *, equalize: bool = False
+    target: ArrayLike,
+    reference: ArrayLike,
+    keep: ArrayLike,
+    *,
+    equalize: bool = EQUALIZE_DEFAULT,
 ) -> NDArray:
     """Attack-R (Ye et al., CCS 2022): interpolated rank among the record's OUT references.
 
@@ -77,6 +83,7 @@ def attack_r_scores(
         Rank every record among the same number of OUT references (the smallest count over
         records; :func:`~miaudit.attacks._reference_stats.equal_count_masks`), so that the set of
         possible ranks does not depend on membership (it does in a leave-one-out audit).
+        Default :data:`~miaudit.attacks._reference_stats.EQUALIZE_DEFAULT` (on).
 
     Returns
     -------
@@ -171,7 +178,7 @@ class _NegLossReferenceAttack(Attack):
 
 @register("attack_r")
 class AttackR(_NegLossReferenceAttack):
-    """Attack-R on the negative loss; ``equalize`` (default True) as in :func:`attack_r_scores`."""
+    """Attack-R on the negative loss; ``equalize`` as in :func:`attack_r_scores`."""
 
     info = AttackInfo(
         name="attack_r",
@@ -184,7 +191,7 @@ class AttackR(_NegLossReferenceAttack):
 
     score_fn = staticmethod(attack_r_scores)
 
-    def __init__(self, equalize: bool = True) -> None:
+    def __init__(self, equalize: bool = EQUALIZE_DEFAULT) -> None:
         self.equalize = bool(equalize)
 
 

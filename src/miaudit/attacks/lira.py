@@ -46,6 +46,7 @@ from scipy.special import log_ndtr
 from miaudit._validation import check_keep
 from miaudit.attacks import register
 from miaudit.attacks._reference_stats import (
+    EQUALIZE_DEFAULT,
     Side,
     SideStats,
     as_queries,
@@ -326,7 +327,7 @@ def lira_scores(
     center: str = "median",
     variance: str = "per_record",
     offline_test: str = "one_sided",
-    equalize: bool = False,
+    equalize: bool = EQUALIZE_DEFAULT,
 ) -> NDArray[np.float64]:
     r"""LiRA scores (Carlini et al., S&P 2022), higher = member.
 
@@ -347,9 +348,10 @@ def lira_scores(
         Only used offline.
     equalize : bool
         Fit every record's Gaussians to the same number of IN and of OUT references
-        (:func:`~miaudit.attacks._reference_stats.equal_count_masks`). Needed when the counts depend on
-        membership, as in a leave-one-out audit over a balanced keep matrix; the registered
-        attacks turn it on.
+        (:func:`~miaudit.attacks._reference_stats.equal_count_masks`); default
+        :data:`~miaudit.attacks._reference_stats.EQUALIZE_DEFAULT` (on). Needed when the counts
+        depend on membership, as in a leave-one-out audit over a balanced keep matrix; off
+        reproduces the LiRA reference code.
 
     Returns
     -------
@@ -388,7 +390,7 @@ class _LiraBase(Attack):
     online: ClassVar[bool]
 
     def __init__(
-        self, center: str = "median", variance: str = "auto", equalize: bool = True
+        self, center: str = "median", variance: str = "auto", equalize: bool = EQUALIZE_DEFAULT
     ) -> None:
         CENTERS.get(center)
         resolve_variance(variance, GLOBAL_VARIANCE_BELOW)
@@ -443,7 +445,7 @@ class LiraOfflineAttack(_LiraBase):
         center: str = "median",
         variance: str = "auto",
         offline_test: str = "one_sided",
-        equalize: bool = True,
+        equalize: bool = EQUALIZE_DEFAULT,
     ) -> None:
         super().__init__(center, variance, equalize)
         OFFLINE_TESTS.get(offline_test)
