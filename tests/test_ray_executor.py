@@ -138,7 +138,7 @@ def test_registered_and_parameters_checked() -> None:
     assert isinstance(make_executor("ray", num_cpus=2, max_retries=1), RayExecutor)
     with pytest.raises(ValidationError, match="executor 'ray': bad parameters"):
         make_executor("ray", cpus=2)
-    for bad, match in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"address": "localhost"}, "address: expected"),
         ({"num_cpus": -1}, "num_cpus: expected a number >= 0"),
         ({"num_cpus": 0, "num_gpus": 0}, "must ask for some CPU or GPU"),
@@ -146,7 +146,8 @@ def test_registered_and_parameters_checked() -> None:
         ({"memory": 0}, "memory: expected an integer >= 1"),
         ({"retry_exceptions": "yes"}, "retry_exceptions: expected a bool"),
         ({"models_per_task": 0}, "models_per_task"),
-    ]:
+    ]
+    for bad, match in cases:
         with pytest.raises(ValidationError, match=match):
             RayExecutor(**bad)
     ex = RayExecutor(num_cpus=2.5, retry_exceptions=[OSError])
@@ -164,7 +165,11 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ------------------------------------------------------------------ on a local Ray instance
 def test_same_observations_as_in_process(
-    ray_instance: Any, digits: Dataset, recipe: Any, local_run: RunResult, tmp_path: Path,
+    ray_instance: Any,
+    digits: Dataset,
+    recipe: Any,
+    local_run: RunResult,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     puts: list[Any] = []
@@ -177,8 +182,7 @@ def test_same_observations_as_in_process(
     monkeypatch.setattr(ray_instance, "put", counting_put)
     ex = RayExecutor(num_cpus=1)
     assert ex.n_workers == RAY_CPUS
-    result = train_and_query(digits, N_MODELS, recipe, store_root=tmp_path, quiet=True,
-                             executor=ex)
+    result = train_and_query(digits, N_MODELS, recipe, store_root=tmp_path, quiet=True, executor=ex)
     assert result.trained == tuple(range(N_MODELS))
     np.testing.assert_array_equal(result.observations(), local_run.observations())
     # the engine's function (recipe and dataset) went into the object store once, not per task
@@ -191,14 +195,19 @@ def test_same_observations_as_in_process(
 
 
 def test_killed_task_is_retried_nothing_lost_or_doubled(
-    ray_instance: Any, digits: Dataset, recipe: Any, local_run: RunResult, tmp_path: Path,
+    ray_instance: Any,
+    digits: Dataset,
+    recipe: Any,
+    local_run: RunResult,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     written = _count_writes(monkeypatch)
     marker = tmp_path / "killed"
     ex = KillingRayExecutor(marker, once=True, max_retries=2, models_per_task=MODELS_PER_TASK)
-    result = train_and_query(digits, N_MODELS, recipe, store_root=tmp_path / "store",
-                             quiet=True, executor=ex)
+    result = train_and_query(
+        digits, N_MODELS, recipe, store_root=tmp_path / "store", quiet=True, executor=ex
+    )
     assert marker.exists()  # a worker did die
     killed_pid = int(marker.read_text())
     retried = [t for t in ex.timings if KILLED_MODEL in (t.model_ids or ())]
@@ -209,18 +218,22 @@ def test_killed_task_is_retried_nothing_lost_or_doubled(
 
 
 def test_failed_run_resumes_with_only_missing_models(
-    ray_instance: Any, digits: Dataset, recipe: Any, local_run: RunResult, tmp_path: Path,
+    ray_instance: Any,
+    digits: Dataset,
+    recipe: Any,
+    local_run: RunResult,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = tmp_path / "store"
-    dying = KillingRayExecutor(tmp_path / "unused", once=False, max_retries=0,
-                               models_per_task=MODELS_PER_TASK)
+    dying = KillingRayExecutor(
+        tmp_path / "unused", once=False, max_retries=0, models_per_task=MODELS_PER_TASK
+    )
     with pytest.raises(RayTaskFailedError, match=rf"models \[{KILLED_MODEL}, 7\].*run again"):
         train_and_query(digits, N_MODELS, recipe, store_root=store, quiet=True, executor=dying)
     written = _count_writes(monkeypatch)
     ex = RayExecutor(models_per_task=MODELS_PER_TASK)
-    result = train_and_query(digits, N_MODELS, recipe, store_root=store, quiet=True,
-                             executor=ex)
+    result = train_and_query(digits, N_MODELS, recipe, store_root=store, quiet=True, executor=ex)
     assert KILLED_MODEL in result.trained and len(result.trained) < N_MODELS  # some were kept
     assert sorted(written) == list(result.trained)
     _assert_store_complete(result)

@@ -333,6 +333,10 @@ class RayExecutor:
         fits = [resources.get(key, 0.0) // need for key, need in asks.items() if need > 0]
         return max(1, int(min(fits)))
 
+    @n_workers.setter
+    def n_workers(self, value: int | None) -> None:
+        self._n_workers = _check_count(value, "n_workers", minimum=1)
+
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "num_cpus": self.num_cpus,
