@@ -165,6 +165,14 @@ def _attack_field(attack: Any, name: str) -> Any:
     value = getattr(attack, name, None)
     if value is None:
         value = getattr(getattr(attack, "info", None), name, None)
+    if value is None and name == "needs_capabilities" and not hasattr(attack, "info"):
+        # an AttackInfo: until it has the field, ask the registered class
+        try:
+            from miaudit.attacks import get
+
+            value = getattr(get(str(getattr(attack, "name", ""))), name, None)
+        except (MiauditError, KeyError):
+            value = None
     return value
 
 
