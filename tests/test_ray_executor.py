@@ -144,14 +144,17 @@ def test_registered_and_parameters_checked() -> None:
         ({"num_cpus": 0, "num_gpus": 0}, "must ask for some CPU or GPU"),
         ({"max_retries": -1}, "max_retries: expected an integer >= 0"),
         ({"memory": 0}, "memory: expected an integer >= 1"),
-        ({"retry_exceptions": "yes"}, "retry_exceptions: expected a bool"),
+        ({"retry_exceptions": "yes"}, "retry_exceptions"),
+        ({"retry_exceptions": 3}, "retry_exceptions: expected a bool"),
         ({"models_per_task": 0}, "models_per_task"),
     ]
     for bad, match in cases:
         with pytest.raises(ValidationError, match=match):
             RayExecutor(**bad)
-    ex = RayExecutor(num_cpus=2.5, retry_exceptions=[OSError])
-    assert ex.threads_per_task == 2 and ex.retry_exceptions == (OSError,)
+    ex = RayExecutor(num_cpus=2.5, retry_exceptions=[OSError, "builtins:TimeoutError"])
+    assert ex.threads_per_task == 2 and ex.retry_exceptions == (OSError, TimeoutError)
+    with pytest.raises(ValidationError, match="retry_exceptions"):
+        RayExecutor(retry_exceptions=["builtins:len"])
     assert list(RayExecutor(n_workers=3).map(abs, [])) == []  # nothing to do: Ray not touched
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from miaudit._threads import torch_threads
 from miaudit.audit.executors import EXECUTORS
 from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.registry import import_object
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -215,16 +216,18 @@ def _check_address(address: Any) -> str | None:
 
 
 def _check_retry_exceptions(value: Any) -> bool | tuple[type[BaseException], ...]:
+    """A bool, or exception classes (given as classes or ``"module:Class"`` strings)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, type):
+    if isinstance(value, (type, str)):
         value = (value,)
-    if isinstance(value, (list, tuple)) and all(
-        isinstance(v, type) and issubclass(v, BaseException) for v in value
-    ):
-        return tuple(value)
+    if isinstance(value, (list, tuple)):
+        classes = [import_object(v, "retry_exceptions") if isinstance(v, str) else v for v in value]
+        if all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+            return tuple(classes)
     raise ValidationError(
-        f"retry_exceptions: expected a bool or a list of exception classes, got {value!r}"
+        f"retry_exceptions: expected a bool or a list of exception classes (or 'module:Class' "
+        f"names, e.g. 'builtins:OSError'), got {value!r}"
     )
 
 
@@ -235,11 +238,13 @@ class RayExecutor:
     Parameters
     ----------
     address : str, optional
-        ``None`` (default): use the Ray instance this process is already connected to, else
-        the one named by the ``RAY_ADDRESS`` environment variable, else start a local one.
-        ``"auto"``: the cluster this machine is part of (started with ``ray start``).
+        ``None`` (default): as :func:`ray.init` without an address — the cluster named by
+        the ``RAY_ADDRESS`` environment variable, else the latest one started on this machine
+        with ``ray start``, else a new local instance. ``"auto"``: the same, but an error
+        instead of a new local instance. ``"local"``: always a new local instance.
         ``"ray://host:port"``: a remote cluster through Ray Client. ``"host:port"``: a
-        cluster's GCS address. Ray is connected to on first use, not here.
+        cluster's GCS address. Ray is connected to on first use, not here; a process already
+        connected (``ray.is_initialized()``) is used as it is, whatever the address.
     num_cpus : float
         CPUs each task asks for (default 1; fractions allowed).
     num_gpus : float
@@ -251,8 +256,9 @@ class RayExecutor:
         Times a task whose worker died (killed, out of memory, node lost) is run again
         (default 3).
     retry_exceptions : bool or list of exception classes
-        Also retry tasks whose ``fn`` raised (all exceptions, or these classes). Default
-        False: miaudit's own errors are deterministic, so a retry would fail the same way.
+        Also retry tasks whose ``fn`` raised (all exceptions, or these classes, also as
+        ``"module:Class"`` names for a config file). Default False: miaudit's own errors are
+        deterministic, so a retry would fail the same way.
     threads_per_task : int, optional
         torch intra-op threads inside a task (default: ``num_cpus`` rounded down, at least 1).
     n_workers : int, optional
@@ -275,7 +281,7 @@ class RayExecutor:
         num_gpus: float = 0.0,
         memory: int | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_exceptions: bool | Sequence[type[BaseException]] = False,
+        retry_exceptions: bool | Sequence[type[BaseException] | str] = False,
         threads_per_task: int | None = None,
         n_workers: int | None = None,
         models_per_task: int | None = None,
