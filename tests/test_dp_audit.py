@@ -172,6 +172,8 @@ def test_one_run_audit_nan_scores_counted():
     ("kwargs", "field"),
     [
         ({"selection": "given"}, "k_plus, k_minus"),
+        ({"selection": "given", "k_plus": 90, "k_minus": 20}, "k_plus, k_minus"),
+        ({"selection": "given", "k_plus": -1, "k_minus": 2}, "k_plus"),
         ({"selection": "best"}, "selection:"),
         ({"k_plus": 3}, "k_plus, k_minus"),
         ({"candidates": [(60, 60)]}, r"candidates\[0\]"),

@@ -62,6 +62,7 @@ from miaudit.exceptions import ValidationError
 from miaudit.metrics import (
     DEFAULT_ALPHA,
     EpsilonBound,
+    _cp_upper,  # one-sided Clopper–Pearson upper bound, shared with the metrics
     epsilon_lower_bound_from_scores,
 )
 
@@ -467,7 +468,11 @@ def one_run_audit(
     if selection == "given":
         if k_plus is None or k_minus is None:
             raise ValidationError('k_plus, k_minus: both are required with selection="given"')
-        ((kp, km),) = _check_candidates([(k_plus, k_minus)], m)
+        kp, km = _check_int(k_plus, "k_plus"), _check_int(k_minus, "k_minus")
+        if not 1 <= kp + km <= m:
+            raise ValidationError(
+                f"k_plus, k_minus: expected 1 <= k_plus + k_minus <= m = {m}, got {kp + km}"
+            )
         r, v = _guess_counts(_decreasing_order(s, gen), member, kp, km)
         eps = _one_run_epsilon(m, r, v, delta, p)
         return OneRunAudit(eps, m, r, v, kp, km, delta, p, "given", 1, n_nan)
@@ -723,9 +728,10 @@ def gdp_mu_lower_bound(tp: int, fn: int, fp: int, tn: int, alpha: float = DEFAUL
 
     with one-sided Clopper–Pearson upper bounds ``FPR_hi`` (``fp`` of ``fp + tn``) and
     ``FNR_hi`` (``fn`` of ``fn + tp``), each at level ``alpha / 2``: the bound holds with
-    probability ``>= 1 - alpha``. Reversing the test (member iff score below the threshold)
-    swaps the roles of the two error rates, so the larger of both orientations is returned;
-    never negative.
+    probability ``>= 1 - alpha``. Only the test "member iff score >= threshold" is bounded
+    (scores follow "higher = member"): adding the reversed test would need the other tails of
+    both rates and double the failure probability. A negative value shows nothing and is
+    returned as 0.
 
     Parameters
     ----------
@@ -743,14 +749,6 @@ def gdp_mu_lower_bound(tp: int, fn: int, fp: int, tn: int, alpha: float = DEFAUL
     return float(_gdp_mu(np.array([tp]), np.array([fn]), np.array([fp]), np.array([tn]), a)[0])
 
 
-def _cp_upper(k: NDArray[np.int64], n: NDArray[np.int64], level: float) -> NDArray[np.float64]:
-    """One-sided upper Clopper–Pearson bound ``Beta.isf(level; k+1, n-k)`` (1 where k = n)."""
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    safe = np.minimum(k, n - 1.0)
-    return np.where(k < n, stats.beta.isf(level, safe + 1.0, n - safe), 1.0)
-
-
 def _gdp_mu(
     tp: NDArray[np.int64],
     fn: NDArray[np.int64],
@@ -758,15 +756,11 @@ def _gdp_mu(
     tn: NDArray[np.int64],
     alpha: float,
 ) -> NDArray[np.float64]:
-    """Vectorised :func:`gdp_mu_lower_bound` (validated counts), both orientations."""
+    """Vectorised :func:`gdp_mu_lower_bound` on validated counts."""
     level = alpha / 2
     fpr_hi = _cp_upper(fp, fp + tn, level)
     fnr_hi = _cp_upper(fn, fn + tp, level)
-    tnr_hi = _cp_upper(tn, fp + tn, level)
-    tpr_hi = _cp_upper(tp, fn + tp, level)
-    forward = stats.norm.isf(fpr_hi) - stats.norm.ppf(fnr_hi)
-    reverse = stats.norm.isf(tnr_hi) - stats.norm.ppf(tpr_hi)
-    return np.maximum(0.0, np.maximum(forward, reverse))
+    return np.maximum(0.0, stats.norm.isf(fpr_hi) - stats.norm.ppf(fnr_hi))
 
 
 @dataclass(frozen=True)
@@ -780,7 +774,7 @@ class GdpAudit:
     mu : float
         The Gaussian-DP lower bound.
     threshold : float
-        The test: "IN iff score >= threshold" (or its reverse, whichever gave ``mu``).
+        The test: "IN iff score >= threshold".
     tp, fn, fp, tn : int
         Confusion counts of that test on the trials the bound is computed on.
     delta, alpha : float
@@ -822,7 +816,11 @@ def _threshold_counts(
     neg = np.sort(s[~m])
     tp = pos.size - np.searchsorted(pos, thresholds, side="left")
     fp = neg.size - np.searchsorted(neg, thresholds, side="left")
-    return thresholds, tp.astype(np.int64), fp.astype(np.int64)
+    return (
+        np.asarray(thresholds, dtype=np.float64),
+        np.asarray(tp, dtype=np.int64),
+        np.asarray(fp, dtype=np.int64),
+    )
 
 
 def _best_gdp(
