@@ -57,7 +57,10 @@ def test_top_k_keeps_the_k_largest(target: CallableTarget) -> None:
 
 def test_rounding_and_temperature(target: CallableTarget) -> None:
     p = softmax(X @ W)
-    np.testing.assert_allclose(Rounded(target, 1).predict(X), np.round(p, 1))
+    np.testing.assert_allclose(Rounded(target, 1, normalize=False).predict(X), np.round(p, 1))
+    normalized = Rounded(target, 1).predict(X)
+    np.testing.assert_allclose(normalized.sum(1), 1.0)
+    np.testing.assert_allclose(normalized * np.round(p, 1).sum(1, keepdims=True), np.round(p, 1))
     hot = Temperature(target, 2.0)
     np.testing.assert_allclose(softmax(hot.predict(X)), softmax(X @ W / 2.0), rtol=1e-12)
     on_probs = Temperature(Rounded(target, 12), 2.0)  # a target returning probabilities

@@ -108,13 +108,18 @@ class TopK:
 class Rounded:
     """Probabilities rounded to ``decimals`` decimals (``np.round``, half to even).
 
-    A rounded probability can be 0: signals that take its logarithm (loss, logit-scaled
-    confidence) are clipped by :mod:`miaudit.signals`. The predicted label is the unrounded
-    one (:func:`predict_labels`); ``argmax`` of the rounded vector may tie.
+    Rounded rows no longer sum to 1, which :mod:`miaudit.signals` refuses; with ``normalize``
+    (the default) each row is divided by its sum — the attacker's own post-processing, which
+    keeps every ratio the API shows — and a row rounded to all zeros becomes uniform.
+    ``normalize=False`` returns the API's values as they are. A rounded probability can be 0:
+    signals that take its logarithm (loss, logit-scaled confidence) are clipped by
+    :mod:`miaudit.signals`. The predicted label is the unrounded one (:func:`predict_labels`);
+    ``argmax`` of the rounded vector may tie.
     """
 
     target: Any
     decimals: int
+    normalize: bool = True
     kind: OutputKind = field(default="probs", init=False)
     outputs: frozenset[str] = field(init=False)
 
@@ -125,7 +130,12 @@ class Rounded:
         self.outputs = _restricted(self.target, frozenset({"probs", "top_k", "label", "loss"}))
 
     def predict(self, X: NDArray) -> NDArray[np.float64]:
-        return np.round(probabilities(self.target, X), self.decimals)
+        out = np.round(probabilities(self.target, X), self.decimals)
+        if not self.normalize:
+            return out
+        sums = out.sum(axis=1, keepdims=True)
+        n_classes = out.shape[1]
+        return np.where(sums > 0, out / np.where(sums > 0, sums, 1.0), 1.0 / n_classes)
 
     def predict_labels(self, X: NDArray) -> NDArray[np.int64]:
         return predict_labels(self.target, X)
