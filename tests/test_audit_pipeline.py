@@ -112,7 +112,8 @@ def test_rerun_reuses_models_and_scores(demo_run, tmp_path):
     result = Audit(cfg).run()
     after = {p.name for p in (demo_run / "cache").iterdir()}
     assert len(after - before) == 1  # only the new attack was computed
-    assert result.timings["training"] < 5.0  # models come from the store
+    assert result.models["from_store"].all()  # models come from the store: none trained
+    assert result.metrics_dict()["models"]["n_trained"] == 0
 
 
 def test_score_cache_is_keyed_by_resolved_parameters_and_scoring_code(demo_run, monkeypatch):
@@ -253,8 +254,10 @@ def test_more_references_extend_the_keep_matrix_and_train_only_new_models(tmp_pa
     assert (counts == n_in_per_record(8)).all()
     stores = list((tmp_path / "store").iterdir())
     assert len(stores) == 1  # one lineage: extended, not redrawn
+    assert second.metrics_dict()["models"]["n_trained"] == 4  # only the 4 new models
     again = run(3)
-    assert again.timings["training"] < 1.0
+    assert again.models["from_store"].all()
+    assert again.metrics_dict()["models"]["n_trained"] == 0
 
 
 def test_empty_attack_list_is_a_config_error(tmp_path):

@@ -25,7 +25,7 @@ from miaudit.train import make_recipe
 
 
 def test_registry_names_and_protocol():
-    assert EXECUTORS.names() == ["local", "processes", "threads"]
+    assert EXECUTORS.names() == ["local", "processes", "ray", "threads"]
     assert isinstance(make_executor("local"), Executor)
     assert isinstance(make_executor("processes", n_workers=2), ProcessExecutor)
     custom = LocalExecutor(threads=1)
@@ -33,7 +33,7 @@ def test_registry_names_and_protocol():
 
 
 def test_bad_executor_arguments():
-    with pytest.raises(UnknownNameError, match="Valid executors: local, processes, threads"):
+    with pytest.raises(UnknownNameError, match="Valid executors: local, processes, ray, threads"):
         make_executor("gpu")
     with pytest.raises(ValidationError, match="executor 'local': bad parameters"):
         make_executor("local", n_workers=3)

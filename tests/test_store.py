@@ -240,8 +240,8 @@ def test_unknown_names_list_the_valid_ones(tmp_path, data, recipe):
         train_and_query(data, 2, "torch-mpl", store_root=tmp_path)
     with pytest.raises(UnknownNameError, match="Did you mean 'torch-mlp'"):
         train_and_query(data, 2, "torch-mpl", store_root=tmp_path)
-    with pytest.raises(UnknownNameError, match="Valid executors: local, processes, threads"):
-        train_and_query(data, 2, recipe, store_root=tmp_path, executor="ray")
+    with pytest.raises(UnknownNameError, match="Valid executors: local, processes, ray, threads"):
+        train_and_query(data, 2, recipe, store_root=tmp_path, executor="dask")
     with pytest.raises(UnknownNameError, match="Valid query augmentations: identity, lira-18"):
         train_and_query(data, 2, recipe, queries=["idenity"], store_root=tmp_path)
 

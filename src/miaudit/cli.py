@@ -1,8 +1,10 @@
 """The ``miaudit`` command.
 
 Each command is one function decorated with ``@app.command()`` and ``@cli_errors``; shared
-helpers (reading a score file, parsing FPR lists, printing a metrics table, writing JSON) live
-in this module so that new commands reuse them. Errors that miaudit raises on purpose
+helpers live in their modules (:mod:`miaudit.scorefile` reads score files and FPR lists,
+:mod:`miaudit.report.console` prints tables, :mod:`miaudit._json` writes JSON) and are imported
+inside the commands, so that ``miaudit --help`` and ``miaudit attacks`` start without numpy's
+heavier neighbours, pandas, scipy or torch. Errors that miaudit raises on purpose
 (:class:`~miaudit.exceptions.MiauditError`) are printed as one red line on stderr and exit with
 status 2, without a traceback.
 """
@@ -10,47 +12,34 @@ status 2, without a traceback.
 from __future__ import annotations
 
 import functools
-import json
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import numpy as np
-import pandas as pd
 import typer
-from numpy.typing import NDArray
 from rich.console import Console
 from rich.markup import escape
 
 from miaudit import __version__
-from miaudit._validation import (
-    check_array,
-    check_both_classes,
-    check_membership,
-    check_probability,
-)
-from miaudit.exceptions import MiauditError, ValidationError
-from miaudit.metrics import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_FPRS, DEFAULT_N_BOOTSTRAP
+from miaudit.defaults import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_FPRS, DEFAULT_N_BOOTSTRAP
+from miaudit.exceptions import MiauditError
 
-__all__ = [
-    "EXIT_ERROR",
-    "ScoreFile",
-    "app",
-    "cli_errors",
-    "load_score_file",
-    "parse_fprs",
-    "write_json",
-]
+__all__ = ["EXIT_ERROR", "app", "cli_errors"]
+
+#: Names of :mod:`miaudit.scorefile` that this module re-exports, imported on first use.
+_SCOREFILE_NAMES = ("ScoreFile", "load_score_file", "parse_fprs")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SCOREFILE_NAMES:
+        from miaudit import scorefile
+
+        return getattr(scorefile, name)
+    raise AttributeError(f"module 'miaudit.cli' has no attribute {name!r}")
 
 #: Exit status of a command that failed on bad input (as for usage errors).
 EXIT_ERROR = 2
-#: File suffixes read as CSV / Parquet.
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-#: Record ids listed when reporting NaN scores.
-MAX_IDS_SHOWN = 5
 
 app = typer.Typer(
     name="miaudit",
@@ -90,166 +79,6 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class ScoreFile:
-    """Scores read from a CSV or Parquet file.
-
-    Attributes
-    ----------
-    path : Path
-        The file.
-    scores : ndarray of shape (n,), float64
-        Higher = member; may contain NaN (counted by :func:`miaudit.metrics.summarize`).
-    is_member : ndarray of shape (n,), bool
-    record_ids : ndarray of shape (n,) or None
-        The id column, when one was named.
-    """
-
-    path: Path
-    scores: NDArray[np.float64]
-    is_member: NDArray[np.bool_]
-    record_ids: NDArray | None = None
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    name = path.name.lower()
-    if not path.exists():
-        raise ValidationError(f"{path}: file not found")
-    try:
-        if name.endswith(PARQUET_SUFFIXES):
-            return pd.read_parquet(path)
-        if name.endswith(CSV_SUFFIXES):
-            return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
-    except (ValueError, ImportError, OSError) as exc:
-        raise ValidationError(f"{path}: could not read the file ({exc})") from None
-    raise ValidationError(
-        f"{path}: unsupported file type; expected one of "
-        f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
-    )
-
-
-def _column(df: pd.DataFrame, col: str, what: str, option: str, path: Path) -> pd.Series:
-    if col not in df.columns:
-        present = ", ".join(repr(str(c)) for c in df.columns)
-        raise ValidationError(
-            f"{path.name}: {what} column {col!r} not found (choose it with {option}); "
-            f"columns present: {present}"
-        )
-    return df[col]
-
-
-def load_score_file(
-    path: str | Path,
-    *,
-    score_col: str = "score",
-    member_col: str = "is_member",
-    id_col: str | None = None,
-) -> ScoreFile:
-    """Read per-record scores and membership from a CSV/TSV or Parquet file.
-
-    Parameters
-    ----------
-    path : str or Path
-        ``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet`` or ``.pq``.
-    score_col : str
-        Numeric column of scores (higher = member). Empty cells are NaN and are kept.
-    member_col : str
-        Membership column: boolean, 0/1, or ``true``/``false``/``yes``/``no``.
-    id_col : str, optional
-        Column of unique record ids.
-
-    Raises
-    ------
-    ValidationError
-        Unreadable file, a missing column (the message lists the columns present),
-        non-numeric scores, membership that is not boolean/0-1, no members or no non-members,
-        duplicate ids.
-    """
-    path = Path(path)
-    df = _read_table(path)
-    if df.empty:
-        raise ValidationError(
-            f"{path}: the file has no rows (columns: {', '.join(map(str, df.columns))})"
-        )
-    raw_scores = _column(df, score_col, "score", "--score-col", path)
-    raw_member = _column(df, member_col, "membership", "--member-col", path)
-    if not pd.api.types.is_numeric_dtype(raw_scores) or pd.api.types.is_bool_dtype(raw_scores):
-        bad = [v for v in raw_scores.unique()[:MAX_IDS_SHOWN] if not _is_number(v)]
-        raise ValidationError(
-            f"{path.name}: score column {score_col!r} is not numeric (dtype {raw_scores.dtype}); "
-            f"e.g. {bad[:3]}"
-        )
-    scores = check_array(raw_scores.to_numpy(), f"column {score_col!r}", ndim=1, finite=False)
-    is_member = check_membership(raw_member.to_numpy(), f"column {member_col!r}")
-    check_both_classes(is_member, f"column {member_col!r}")
-    ids = None
-    if id_col is not None:
-        ids = _column(df, id_col, "id", "--id-col", path).to_numpy()
-        dup = pd.Series(ids).duplicated()
-        if dup.any():
-            examples = pd.Series(ids)[dup].unique()[:MAX_IDS_SHOWN].tolist()
-            raise ValidationError(
-                f"{path.name}: id column {id_col!r} has {int(dup.sum())} duplicate ids, "
-                f"e.g. {examples}"
-            )
-    return ScoreFile(path=path, scores=scores, is_member=is_member, record_ids=ids)
-
-
-def _is_number(v: object) -> bool:
-    try:
-        float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def parse_fprs(values: Sequence[str] | None, option: str = "--fpr") -> tuple[float, ...]:
-    """Target FPRs from repeated and/or comma-separated option values.
-
-    ``"0.01,0.001"`` and ``"0.1%"`` (a percentage) are accepted. ``None`` or empty gives
-    :data:`miaudit.metrics.DEFAULT_FPRS`.
-    """
-    if not values:
-        return DEFAULT_FPRS
-    out = []
-    for value in values:
-        for part in str(value).split(","):
-            text = part.strip()
-            if not text:
-                continue
-            scale = 100.0 if text.endswith("%") else 1.0
-            try:
-                number = float(text.rstrip("%")) / scale
-            except ValueError:
-                raise ValidationError(f"{option}: could not read {text!r} as a number") from None
-            out.append(check_probability(number, f"{option} {text}"))
-    if not out:
-        raise ValidationError(f"{option}: no FPR given")
-    return tuple(out)
-
-
-def write_json(obj: dict[str, Any], path: Path) -> Path:
-    """Write strict JSON (no NaN/Infinity literals), indented, creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
-
-
-def _nan_note(sf: ScoreFile) -> str | None:
-    nan = np.isnan(sf.scores)
-    if not nan.any():
-        return None
-    note = (
-        f"{int(nan.sum())} NaN scores ({int((nan & sf.is_member).sum())} members) are treated "
-        "as the lowest score"
-    )
-    if sf.record_ids is not None:
-        ids = ", ".join(str(i) for i in sf.record_ids[nan][:MAX_IDS_SHOWN])
-        more = ", ..." if nan.sum() > MAX_IDS_SHOWN else ""
-        note += f"; record ids: {ids}{more}"
-    return note
-
-
 # --------------------------------------------------------------------------------- commands
 def _version_callback(value: bool) -> None:
     if value:
@@ -284,7 +113,7 @@ def evaluate(
         list[str] | None,
         typer.Option(
             help="Target FPR; repeat or comma-separate, '%' allowed "
-            "(default 0.01,0.001,0.0001,0.00001)."
+            f"(default {','.join(f'{f:g}' for f in DEFAULT_FPRS)})."
         ),
     ] = None,
     out: Annotated[
@@ -301,8 +130,12 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Compute the metrics of per-record scores; write metrics.json, roc.png, report.html."""
+    import numpy as np
+
+    from miaudit._json import write_json
     from miaudit.audit.result import build_result
     from miaudit.report.console import metrics_table
+    from miaudit.scorefile import load_score_file, nan_note, parse_fprs
 
     fprs = parse_fprs(fpr)
     sf = load_score_file(file, score_col=score_col, member_col=member_col, id_col=id_col)
@@ -337,7 +170,7 @@ def evaluate(
     console.print(
         f"{summary.n_members} members, {summary.n_non_members} non-members", highlight=False
     )
-    note = _nan_note(sf)
+    note = nan_note(sf)
     if note:
         console.print(f"[yellow]{escape(note)}[/yellow]")
     console.print(
@@ -435,3 +268,7 @@ def attacks() -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+if __name__ == "__main__":  # python -m miaudit.cli
+    app()

@@ -25,13 +25,27 @@ Example (``miaudit run audit.yaml``)::
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from miaudit.defaults import (
+    DEFAULT_ALPHA,
+    DEFAULT_DELTA,
+    DEFAULT_FPRS,
+    FLAG_FPR,
+    TOP_RECORDS,
+)
 from miaudit.exceptions import MiauditError
 
 #: Fewest reference models per mode. Algorithm audits train n_references + 1 models on balanced
@@ -40,8 +54,6 @@ from miaudit.exceptions import MiauditError
 #: one OUT reference per record.
 MIN_REFERENCES = {"algorithm": 3, "model": 2}
 
-#: Default FPRs at which TPR is reported.
-DEFAULT_FPRS = (1e-2, 1e-3, 1e-4)
 
 
 class ConfigError(MiauditError, ValueError):
@@ -124,9 +136,11 @@ class AttackSpec(_Section):
 class ReportConfig(_Section):
     """What the report shows."""
 
-    top_records: int = Field(default=20, ge=0, description="most exposed records listed")
+    top_records: StrictInt = Field(
+        default=TOP_RECORDS, ge=0, description="most exposed records listed"
+    )
     flag_fpr: float = Field(
-        default=1e-2,
+        default=FLAG_FPR,
         gt=0.0,
         lt=1.0,
         description="a record counts as flagged by a target when its score passes that "
@@ -138,12 +152,12 @@ class AuditConfig(_Section):
     """A whole audit. See the module docstring for a YAML example."""
 
     mode: Literal["algorithm", "model"] = "algorithm"
-    seed: int = 0
+    seed: StrictInt = 0
     output: Path = Path("miaudit-runs/audit")
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    n_references: int = Field(default=16, ge=1)
-    n_targets: int | None = Field(
+    n_references: StrictInt = Field(default=16, ge=1)
+    n_targets: StrictInt | None = Field(
         default=None,
         ge=1,
         description="algorithm mode: how many models take a turn as the target (default all)",
@@ -155,8 +169,8 @@ class AuditConfig(_Section):
         min_length=1,
     )
     fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS))
-    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
-    delta: float = Field(default=1e-5, ge=0.0, lt=1.0)
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0.0, lt=1.0)
+    delta: float = Field(default=DEFAULT_DELTA, ge=0.0, lt=1.0)
     executor: str = "local"
     quiet: bool = False
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -228,19 +242,16 @@ class AuditConfig(_Section):
 
     def _check_training_params(self) -> None:
         """Build the training recipe once, so that a bad parameter is reported with its location
-        (the parameter's own line when the message names exactly one of them)."""
+        (the parameter's own line when the error names exactly one parameter)."""
         from miaudit.train.recipes import make_recipe
 
         params = self.training.params
         try:
             make_recipe(self.training.recipe, **{"seed": self.seed, **params})
         except MiauditError as exc:
-            message = str(exc)
-            # The parameter(s) the message is about come before any list of the valid ones.
-            about = message.split("Valid ", 1)[0]
-            named = [k for k in params if re.search(rf"\b{re.escape(str(k))}\b", about)]
+            named = [p for p in getattr(exc, "params", ()) if p in params]
             loc = ("training", "params", *named) if len(named) == 1 else ("training", "params")
-            raise NameProblem(loc, message) from None
+            raise NameProblem(loc, str(exc)) from None
 
     def to_yaml(self) -> str:
         """The config as YAML (round-trips through :func:`load_config`)."""

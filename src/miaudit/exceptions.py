@@ -29,3 +29,34 @@ class MissingRequirementError(MiauditError, ValueError):
 
 class SmallSampleWarning(UserWarning):
     """A statistic computed on so few records that its stated uncertainty is understated."""
+
+
+class MissingColumnError(ValidationError):
+    """A column (or an archive's array) that a parameter names is not in the file.
+
+    Attributes
+    ----------
+    field : str
+        The parameter that named it (``"label_col"``, ``"extra_cols"``, ...).
+    missing : list of str
+        The names not found.
+    """
+
+    def __init__(self, message: str, *, field: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.field = field
+        self.missing = missing
+
+
+class ParameterError(ValidationError):
+    """A bad parameter of a configurable object (a training recipe's config, say).
+
+    Attributes
+    ----------
+    params : tuple of str
+        The parameters at fault (one for a bad value, possibly several unknown ones).
+    """
+
+    def __init__(self, message: str, *, params: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.params = params

@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
+from miaudit._json import json_float, parse_float
 from miaudit._validation import (
     SeedLike,
     as_generator,
@@ -50,6 +50,7 @@ from miaudit._validation import (
     check_probability,
     check_same_length,
 )
+from miaudit.defaults import DEFAULT_ALPHA, DEFAULT_DELTA, DEFAULT_FPRS, DEFAULT_N_BOOTSTRAP
 from miaudit.exceptions import SmallSampleWarning, ValidationError
 
 __all__ = [
@@ -72,14 +73,6 @@ __all__ = [
     "tpr_at_fpr",
 ]
 
-#: Default significance level: intervals are two-sided ``1 - alpha`` = 95 % intervals.
-DEFAULT_ALPHA = 0.05
-#: Default target false-positive rates of :func:`summarize` (1 %, 0.1 %, 0.01 %, 0.001 %).
-DEFAULT_FPRS: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
-#: Default delta of the (epsilon, delta)-DP lower bound in :func:`summarize`.
-DEFAULT_DELTA = 1e-5
-#: Default number of bootstrap resamples of the AUC interval.
-DEFAULT_N_BOOTSTRAP = 1000
 #: Memory bound of the vectorised bootstrap: at most this many array cells per chunk of
 #: resamples (``chunk * (n_members + n_non_members)``; 4e6 int64 cells = 32 MB per array).
 _BOOTSTRAP_CHUNK_CELLS = 4_000_000
@@ -276,6 +269,8 @@ def _cp_lower(k: ArrayLike, n: ArrayLike, level: float) -> NDArray[np.float64]:
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     safe_k = np.maximum(k, 1.0)
+    from scipy import stats
+
     return np.where(k > 0, stats.beta.ppf(level, safe_k, n - safe_k + 1.0), 0.0)
 
 
@@ -287,6 +282,8 @@ def _cp_upper(k: ArrayLike, n: ArrayLike, level: float) -> NDArray[np.float64]:
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     safe_k = np.minimum(k, n - 1.0)
+    from scipy import stats
+
     return np.where(k < n, stats.beta.isf(level, safe_k + 1.0, n - safe_k), 1.0)
 
 
@@ -369,38 +366,38 @@ class TprAtFpr:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (non-finite floats as the strings ``"inf"``, ``"-inf"``)."""
         return {
-            "target_fpr": _json_float(self.target_fpr),
-            "tpr": _json_float(self.tpr),
-            "fpr": _json_float(self.fpr),
-            "threshold": _json_float(self.threshold),
+            "target_fpr": json_float(self.target_fpr),
+            "tpr": json_float(self.tpr),
+            "fpr": json_float(self.fpr),
+            "threshold": json_float(self.threshold),
             "tp": self.tp,
             "fn": self.fn,
             "fp": self.fp,
             "tn": self.tn,
             "reachable": self.reachable,
-            "min_reachable_fpr": _json_float(self.min_reachable_fpr),
-            "tpr_interval": [_json_float(v) for v in self.tpr_interval],
-            "fpr_interval": [_json_float(v) for v in self.fpr_interval],
-            "alpha": _json_float(self.alpha),
+            "min_reachable_fpr": json_float(self.min_reachable_fpr),
+            "tpr_interval": [json_float(v) for v in self.tpr_interval],
+            "fpr_interval": [json_float(v) for v in self.fpr_interval],
+            "alpha": json_float(self.alpha),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TprAtFpr:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            target_fpr=_parse_float(d["target_fpr"]),
-            tpr=_parse_float(d["tpr"]),
-            fpr=_parse_float(d["fpr"]),
-            threshold=_parse_float(d["threshold"]),
+            target_fpr=parse_float(d["target_fpr"]),
+            tpr=parse_float(d["tpr"]),
+            fpr=parse_float(d["fpr"]),
+            threshold=parse_float(d["threshold"]),
             tp=int(d["tp"]),
             fn=int(d["fn"]),
             fp=int(d["fp"]),
             tn=int(d["tn"]),
             reachable=bool(d["reachable"]),
-            min_reachable_fpr=_parse_float(d["min_reachable_fpr"]),
+            min_reachable_fpr=parse_float(d["min_reachable_fpr"]),
             tpr_interval=_parse_pair(d["tpr_interval"]),
             fpr_interval=_parse_pair(d["fpr_interval"]),
-            alpha=_parse_float(d["alpha"]),
+            alpha=parse_float(d["alpha"]),
         )
 
 
@@ -669,14 +666,14 @@ class EpsilonBound:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (non-finite floats as the strings ``"inf"``, ``"-inf"``)."""
         return {
-            "epsilon": _json_float(self.epsilon),
-            "threshold": _json_float(self.threshold),
+            "epsilon": json_float(self.epsilon),
+            "threshold": json_float(self.threshold),
             "tp": self.tp,
             "fn": self.fn,
             "fp": self.fp,
             "tn": self.tn,
-            "delta": _json_float(self.delta),
-            "alpha": _json_float(self.alpha),
+            "delta": json_float(self.delta),
+            "alpha": json_float(self.alpha),
             "selection": self.selection,
         }
 
@@ -684,14 +681,14 @@ class EpsilonBound:
     def from_dict(cls, d: dict[str, Any]) -> EpsilonBound:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            epsilon=_parse_float(d["epsilon"]),
-            threshold=_parse_float(d["threshold"]),
+            epsilon=parse_float(d["epsilon"]),
+            threshold=parse_float(d["threshold"]),
             tp=int(d["tp"]),
             fn=int(d["fn"]),
             fp=int(d["fp"]),
             tn=int(d["tn"]),
-            delta=_parse_float(d["delta"]),
-            alpha=_parse_float(d["alpha"]),
+            delta=parse_float(d["delta"]),
+            alpha=parse_float(d["alpha"]),
             selection=d["selection"],
         )
 
@@ -876,13 +873,13 @@ class MetricsSummary:
             "n_members": self.n_members,
             "n_non_members": self.n_non_members,
             "n_nan": self.n_nan,
-            "auc": _json_float(self.auc),
-            "auc_interval": [_json_float(v) for v in self.auc_interval],
-            "balanced_accuracy": _json_float(self.balanced_accuracy),
-            "advantage": _json_float(self.advantage),
+            "auc": json_float(self.auc),
+            "auc_interval": [json_float(v) for v in self.auc_interval],
+            "balanced_accuracy": json_float(self.balanced_accuracy),
+            "advantage": json_float(self.advantage),
             "tpr_at_fpr": [r.to_dict() for r in self.tpr_at_fpr],
             "epsilon": self.epsilon.to_dict(),
-            "alpha": _json_float(self.alpha),
+            "alpha": json_float(self.alpha),
             "n_bootstrap": self.n_bootstrap,
         }
 
@@ -893,13 +890,13 @@ class MetricsSummary:
             n_members=int(d["n_members"]),
             n_non_members=int(d["n_non_members"]),
             n_nan=int(d["n_nan"]),
-            auc=_parse_float(d["auc"]),
+            auc=parse_float(d["auc"]),
             auc_interval=_parse_pair(d["auc_interval"]),
-            balanced_accuracy=_parse_float(d["balanced_accuracy"]),
-            advantage=_parse_float(d["advantage"]),
+            balanced_accuracy=parse_float(d["balanced_accuracy"]),
+            advantage=parse_float(d["advantage"]),
             tpr_at_fpr=tuple(TprAtFpr.from_dict(r) for r in d["tpr_at_fpr"]),
             epsilon=EpsilonBound.from_dict(d["epsilon"]),
-            alpha=_parse_float(d["alpha"]),
+            alpha=parse_float(d["alpha"]),
             n_bootstrap=int(d["n_bootstrap"]),
         )
 
@@ -960,17 +957,6 @@ def summarize(
 
 
 # ------------------------------------------------------------------------- JSON helpers
-def _json_float(x: float) -> float | str:
-    v = float(x)
-    if math.isfinite(v):
-        return v
-    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-def _parse_float(x: float | str) -> float:
-    return float(x)  # float("inf"), float("-inf"), float("nan") parse the strings
-
-
 def _parse_pair(x: Sequence[float | str]) -> tuple[float, float]:
     lo, hi = x
-    return _parse_float(lo), _parse_float(hi)
+    return parse_float(lo), parse_float(hi)

@@ -41,7 +41,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import log_ndtr
 
 from miaudit._validation import check_keep
 from miaudit.attacks import register
@@ -303,6 +302,8 @@ def gaussian_logpdf(
 
 
 def _one_sided(x: NDArray[np.float64], fit: GaussianFit) -> NDArray[np.float64]:
+    from scipy.special import log_ndtr
+
     return log_ndtr((x - fit.mean) / fit.std)
 
 

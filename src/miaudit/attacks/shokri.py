@@ -23,15 +23,13 @@ models).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    from sklearn.base import ClassifierMixin
 
 from miaudit._validation import (
     SeedLike,
@@ -71,7 +69,7 @@ PAPER = (
     "Models. IEEE S&P 2017"
 )
 
-MetaFactory = Callable[[int], ClassifierMixin]
+MetaFactory = Callable[[int], "ClassifierMixin"]
 
 #: Meta-classifier factories by name; each maps an integer seed to an unfitted classifier.
 META_MODELS: Registry[MetaFactory] = Registry("meta-model")
@@ -79,16 +77,26 @@ META_MODELS: Registry[MetaFactory] = Registry("meta-model")
 
 @META_MODELS.register("logistic_regression")
 def _logistic_regression(seed: int) -> ClassifierMixin:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, random_state=seed))
 
 
 @META_MODELS.register("gradient_boosting")
 def _gradient_boosting(seed: int) -> ClassifierMixin:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier(random_state=seed)
 
 
 @META_MODELS.register("mlp")
 def _mlp(seed: int) -> ClassifierMixin:
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(
         StandardScaler(),
         MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), max_iter=MAX_ITER, random_state=seed),

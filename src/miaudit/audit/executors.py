@@ -66,7 +66,10 @@ class Executor(Protocol):
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]: ...
 
 
-EXECUTORS: Registry[type] = Registry("executor")
+#: Executors: the in-process ones below, Ray's, then the ``miaudit.executors`` entry points.
+EXECUTORS: Registry[type] = Registry(
+    "executor", modules=("miaudit.audit.ray_executor",), entry_points="miaudit.executors"
+)
 
 
 def _check_threads(value: int | None, name: str) -> int | None:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,7 +52,10 @@ from miaudit.data.splits import (
     n_in_per_record,
     population_split,
 )
-from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.exceptions import MiauditError, MissingColumnError, ValidationError
+from miaudit.provenance import content_hash, dataset_fingerprint
+from miaudit.registry import Registry
+from miaudit.report.files import write_metrics, write_outputs
 
 #: Fewest records an audit evaluates (below this no TPR at a low FPR can be measured at all).
 MIN_AUDIT_RECORDS = 20
@@ -81,18 +84,6 @@ def n_population(spec: float, n_records: int) -> int:
     return round(spec * n_records) if spec < 1 else int(spec)
 
 
-def _hash(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(str((p.dtype, p.shape)).encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:20]
-
-
 #: Source files whose code decides an attack's scores from the models' outputs: a change to any
 #: of them invalidates the score cache (:func:`attack_fingerprint`).
 SCORING_SOURCES = (
@@ -105,7 +96,7 @@ SCORING_SOURCES = (
 
 
 @functools.cache
-def scoring_code_hash() -> str:
+def scoring_codecontent_hash() -> str:
     """SHA-256 of the package version and of the :data:`SCORING_SOURCES` files."""
     import miaudit
 
@@ -128,7 +119,7 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
     key = {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": dict(bound.arguments),
-        "code": scoring_code_hash(),
+        "code": scoring_codecontent_hash(),
     }
     if not cls.__module__.startswith("miaudit."):
         # An attack registered by the user: its own module's source is part of the key.
@@ -221,8 +212,8 @@ class Audit:
                 params["extra_cols"] = [*params.pop("extra_cols", []), member_col]
             try:
                 ds = load_file(cfg.data.path, **params)
-            except ValidationError as exc:
-                if member_col is not None and f"extra_cols ['{member_col}']" in str(exc):
+            except MissingColumnError as exc:
+                if exc.field == "extra_cols" and member_col in exc.missing:
                     raise ConfigError(
                         f"target.member_col: no column {member_col!r} says which records the "
                         f"target trained on ({exc})"
@@ -263,72 +254,58 @@ class Audit:
     def run(self) -> AuditResult:
         """Run every stage and write the results into ``config.output``."""
         cfg = self.config
+        mode = MODES.get(cfg.mode)()
         timer = _Timer()
         with timer.stage("data"):
             ds, member = self.load_data()
         n = len(ds)
         n_pop = n_population(cfg.data.population, n)
-        rng_seed = np.random.SeedSequence(cfg.seed)
-        split_seed, keep_seed = (np.random.default_rng(s) for s in rng_seed.spawn(2))
-        if cfg.mode == "algorithm":
-            if n_pop:
-                audit_idx, pop_idx = population_split(n, n_pop, split_seed)
-            else:
-                audit_idx, pop_idx = np.arange(n), np.arange(0)
-            n_models = cfg.n_references + 1
-        else:
-            assert member is not None
-            audit_idx, pop_idx = _population_from_non_members(member, n_pop, split_seed)
-            n_models = cfg.n_references
+        split_seed, keep_seed = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2)
+        )
+        audit_idx, pop_idx = mode.split_records(n, n_pop, member, split_seed)
+        n_models = mode.n_models(cfg)
         self._preflight(n, audit_idx.size, pop_idx.size, n_models)
-        target = self._load_target(ds) if cfg.mode == "model" else None
+        target = mode.load_target(self, ds)
         sub_keep, lineage = self._settle_keep(ds, audit_idx, pop_idx, n_models, keep_seed)
         keep = embed_keep(sub_keep, audit_idx, n)
 
         with timer.stage("training"):
-            run = self._train(ds, keep, lineage)
-        outputs = run.observations
-        labels = ds.y
-
-        target_outputs = None
-        if cfg.mode == "algorithm":
-            splits: list[TargetSplit] = list(LeaveOneOut(keep))[: cfg.n_targets or n_models]
-            truth = keep[[t for t, _ in splits]][:, audit_idx]
-            target_names: list[Any] = [t for t, _ in splits]
-        else:
-            with timer.stage("querying target"):
-                target_outputs = self._query_target(ds, target)
-            splits = [(EXTERNAL_TARGET, np.arange(n_models))]
-            truth = member[audit_idx][None, :]  # type: ignore[index]
-            target_names = ["target"]
-            run.models = _with_target_row(run.models, target_outputs, labels, member)
+            trained = self._train(ds, keep, lineage)
+        targets = mode.targets(self, ds, keep, audit_idx, member, trained, target, timer)
 
         with timer.stage("attacks"):
             scores = self._scores(
-                run.key, outputs, labels, keep, splits, audit_idx, pop_idx, target_outputs
+                trained.key,
+                trained.observations,
+                ds.y,
+                keep,
+                targets.splits,
+                audit_idx,
+                pop_idx,
+                targets.outputs,
             )
         with timer.stage("metrics"):
             result = build_result(
                 scores,
-                truth,
+                targets.truth,
                 ds.record_ids[audit_idx],
                 original_labels(ds)[audit_idx],
-                target_names,
+                targets.names,
                 fprs=cfg.fprs,
                 alpha=cfg.alpha,
                 delta=cfg.delta,
                 seed=cfg.seed,
                 flag_fpr=cfg.report.flag_fpr,
-                models=run.models,
+                models=targets.models,
                 attacks={s.display: _attack_meta(s.name, s.params) for s in cfg.attacks},
             )
         result.config = cfg.model_dump(mode="json")
         with timer.stage("report"):
-            result.timings = timer.seconds
-            result.save(cfg.output)
+            write_outputs(result, cfg.output)
         result.timings = timer.seconds
-        # metrics.json is rewritten with the report stage's time included.
-        (cfg.output / "metrics.json").write_text(json.dumps(result.metrics_dict(), indent=2))
+        write_metrics(result, cfg.output)  # last, once, with every stage's time
+        result.output_dir = cfg.output
         return result
 
     def _preflight(self, n: int, n_audit: int, n_pop: int, n_models: int) -> None:
@@ -365,9 +342,7 @@ class Audit:
         trained stay valid. Otherwise a fresh matrix starts a new lineage, trained in its own
         store folder.
         """
-        from miaudit.audit.store import dataset_fingerprint
-
-        split_key = _hash(
+        split_key = content_hash(
             dataset_fingerprint(ds.X, ds.y, ds.record_ids), audit_idx, pop_idx, self.config.seed
         )
         folder = self.config.output / "splits" / split_key
@@ -388,7 +363,7 @@ class Audit:
                 sub = None
         if sub is None:
             sub = keep_matrix(n_models, audit_idx.size, rng)
-            lineage = _hash(sub[0])
+            lineage = content_hash(sub[0])
         tmp = folder / f"{lineage}.tmp.npy"
         np.save(tmp, sub)
         tmp.replace(folder / f"{lineage}.npy")
@@ -474,7 +449,7 @@ class Audit:
         bank = SignalBank(outputs, labels)
         result: dict[str, NDArray[np.float64]] = {}
         for spec in self.config.attacks:
-            key = _hash(*common, attack_fingerprint(spec.name, spec.params))
+            key = content_hash(*common, attack_fingerprint(spec.name, spec.params))
             path = cache / f"scores-{key}.npy"
             if path.is_file():
                 result[spec.display] = np.load(path)
@@ -497,6 +472,145 @@ class Audit:
 
 
 @dataclass
+class _Targets:
+    """Who is attacked: one split per target, its membership truth, names and models table.
+
+    Attributes
+    ----------
+    splits : list of TargetSplit
+        ``(target index, reference indices)`` per target.
+    truth : ndarray of shape (T, n_audit), bool
+        Whether target ``t`` trained on each audited record.
+    names : list
+        Target names for the scores table (model indices, or ``"target"``).
+    outputs : ndarray of shape (N, q, C) or None
+        The external target's outputs (model audits).
+    models : pandas.DataFrame
+        The models table of the report.
+    """
+
+    splits: list[TargetSplit]
+    truth: NDArray[np.bool_]
+    names: list[Any]
+    outputs: NDArray | None
+    models: pd.DataFrame
+
+
+class AuditMode(ABC):
+    """How an audit chooses its records, models and targets (``config.mode``)."""
+
+    @abstractmethod
+    def n_models(self, cfg: AuditConfig) -> int:
+        """Models to train."""
+
+    @abstractmethod
+    def split_records(
+        self, n: int, n_pop: int, member: NDArray[np.bool_] | None, rng: np.random.Generator
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Indices of the audited records and of the population records."""
+
+    def load_target(self, audit: Audit, ds: Dataset) -> Any:
+        """The user's model, loaded before any training (None when the mode has none)."""
+        return None
+
+    @abstractmethod
+    def targets(
+        self,
+        audit: Audit,
+        ds: Dataset,
+        keep: NDArray[np.bool_],
+        audit_idx: NDArray[np.int64],
+        member: NDArray[np.bool_] | None,
+        trained: _TrainedModels,
+        target: Any,
+        timer: _Timer,
+    ) -> _Targets:
+        """The targets to attack, after the models are trained."""
+
+
+#: Audit modes by the name ``config.mode`` gives.
+MODES: Registry[type[AuditMode]] = Registry("audit mode")
+
+
+@MODES.register("algorithm")
+class AlgorithmMode(AuditMode):
+    """Audit a training recipe: ``n_references + 1`` models on random halves, each in turn the
+    target with the others as its references (leave-one-out, Carlini et al. 2022, Sec. VI)."""
+
+    def n_models(self, cfg: AuditConfig) -> int:
+        return cfg.n_references + 1
+
+    def split_records(
+        self, n: int, n_pop: int, member: NDArray[np.bool_] | None, rng: np.random.Generator
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        if n_pop:
+            return population_split(n, n_pop, rng)
+        return np.arange(n), np.arange(0)
+
+    def targets(
+        self,
+        audit: Audit,
+        ds: Dataset,
+        keep: NDArray[np.bool_],
+        audit_idx: NDArray[np.int64],
+        member: NDArray[np.bool_] | None,
+        trained: _TrainedModels,
+        target: Any,
+        timer: _Timer,
+    ) -> _Targets:
+        n_targets = audit.config.n_targets or keep.shape[0]
+        splits: list[TargetSplit] = list(LeaveOneOut(keep))[:n_targets]
+        indices = [t for t, _ in splits]
+        return _Targets(
+            splits=splits,
+            truth=keep[indices][:, audit_idx],
+            names=list(indices),
+            outputs=None,
+            models=trained.models,
+        )
+
+
+@MODES.register("model")
+class ModelMode(AuditMode):
+    """Audit the user's trained model: reference models trained with the user's recipe on
+    random halves of the records; population records drawn from the target's non-members."""
+
+    def n_models(self, cfg: AuditConfig) -> int:
+        return cfg.n_references
+
+    def split_records(
+        self, n: int, n_pop: int, member: NDArray[np.bool_] | None, rng: np.random.Generator
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        assert member is not None  # load_data gives it in model mode
+        return _population_from_non_members(member, n_pop, rng)
+
+    def load_target(self, audit: Audit, ds: Dataset) -> Any:
+        return audit._load_target(ds)
+
+    def targets(
+        self,
+        audit: Audit,
+        ds: Dataset,
+        keep: NDArray[np.bool_],
+        audit_idx: NDArray[np.int64],
+        member: NDArray[np.bool_] | None,
+        trained: _TrainedModels,
+        target: Any,
+        timer: _Timer,
+    ) -> _Targets:
+        assert member is not None
+        with timer.stage("querying target"):
+            outputs = audit._query_target(ds, target)
+        return _Targets(
+            splits=[(EXTERNAL_TARGET, np.arange(keep.shape[0]))],
+            truth=member[audit_idx][None, :],
+            names=["target"],
+            outputs=outputs,
+            models=_with_target_row(trained.models, outputs, ds.y, member),
+        )
+
+
+@dataclass
 class _TrainedModels:
     """What the attack stage needs from the engine."""
 
@@ -513,6 +627,7 @@ class _TrainedModels:
                 "test_accuracy": [info[i].get("test_acc") for i in run.model_ids],
                 "n_train": [info[i].get("n_train") for i in run.model_ids],
                 "train_seconds": [info[i].get("train_seconds") for i in run.model_ids],
+                "from_store": [i not in run.trained for i in run.model_ids],
             },
             index=pd.Index(run.model_ids, name="model"),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,21 +11,22 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from miaudit.audit.store import package_versions
-from miaudit.metrics import (
+from miaudit._format import format_fpr
+from miaudit.defaults import (
     DEFAULT_ALPHA,
     DEFAULT_DELTA,
     DEFAULT_N_BOOTSTRAP,
+    FLAG_FPR,
+    HEADLINE_FPR,
+)
+from miaudit.metrics import (
     MetricsSummary,
     TprAtFpr,
     roc_curve,
     summarize,
     tpr_at_fpr,
 )
-from miaudit.report.console import format_fpr
-
-#: The FPR the headline speaks of when it is among the reported FPRs and reachable.
-HEADLINE_FPR = 1e-3
+from miaudit.provenance import package_versions
 
 
 @dataclass
@@ -49,7 +49,8 @@ class AuditResult:
     models : pandas.DataFrame
         One row per model: ``role`` ("target and reference" for the models of an algorithm
         audit; "target" or "reference" in a model audit), ``train_accuracy`` (on its members),
-        ``test_accuracy`` (on its non-members), ``n_train``, ``train_seconds``.
+        ``test_accuracy`` (on its non-members), ``n_train``, ``train_seconds``, ``from_store``
+        (read from the run store rather than trained by this run).
     attacks : dict
         Attack label → ``{"name", "title", "paper", "params"}``.
     rocs : dict
@@ -98,6 +99,7 @@ class AuditResult:
                 "n_models": len(self.models),
                 "mean_train_accuracy": _mean(self.models, "train_accuracy"),
                 "mean_test_accuracy": _mean(self.models, "test_accuracy"),
+                "n_trained": _n_trained(self.models),
             },
             "timings_seconds": self.timings,
             "versions": self.versions,
@@ -105,31 +107,16 @@ class AuditResult:
         }
 
     def to_html(self, path: str | Path) -> Path:
-        """Write the self-contained HTML report to ``path``."""
+        """Write the self-contained HTML report to ``path`` (:mod:`miaudit.report.html`)."""
         from miaudit.report.html import write_report
 
         return write_report(self, Path(path))
 
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``metrics.json``, ``scores.csv``, ``scores.parquet``, ``vulnerability.csv``,
-        ``models.csv`` and ``report.html`` (with its PNGs) into ``folder``."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        files = {
-            "metrics": out / "metrics.json",
-            "scores_csv": out / "scores.csv",
-            "scores_parquet": out / "scores.parquet",
-            "vulnerability": out / "vulnerability.csv",
-            "models": out / "models.csv",
-        }
-        files["metrics"].write_text(json.dumps(self.metrics_dict(), indent=2))
-        self.scores.to_csv(files["scores_csv"])
-        self.scores.to_parquet(files["scores_parquet"])
-        self.vulnerability.to_csv(files["vulnerability"])
-        self.models.to_csv(files["models"], index_label="model")
-        files["report"] = self.to_html(out / "report.html")
-        self.output_dir = out
-        return files
+        """Write every output file into ``folder`` (:func:`miaudit.report.files.save_result`)."""
+        from miaudit.report.files import save_result
+
+        return save_result(self, folder)
 
 
 def build_result(
@@ -144,7 +131,7 @@ def build_result(
     delta: float = DEFAULT_DELTA,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int = 0,
-    flag_fpr: float = 1e-2,
+    flag_fpr: float = FLAG_FPR,
     attacks: Mapping[str, dict[str, Any]] | None = None,
     models: pd.DataFrame | None = None,
 ) -> AuditResult:
@@ -199,6 +186,13 @@ def build_result(
         flag_fpr=flag_fpr,
         versions=package_versions(),
     )
+
+
+def _n_trained(models: pd.DataFrame) -> int | None:
+    """Models trained by this run (the others were read from the run store), if known."""
+    if "from_store" not in models:
+        return None
+    return int(models["from_store"].eq(False).sum())  # the user's target has None there
 
 
 def _mean(df: pd.DataFrame, col: str) -> float | None:

@@ -35,16 +35,13 @@ Only one process should write to a run folder at a time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
 import os
-import platform
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +50,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from miaudit.data.splits import check_keep
 from miaudit.exceptions import MiauditError, ValidationError
+from miaudit.provenance import (
+    canonical_json,
+    config_hash,
+    dataset_fingerprint,
+    package_versions,
+    sha256_bytes,
+    sha256_file,
+)
 from miaudit.train.recipes import ModelResult
 
 _LOG = logging.getLogger("miaudit.store")
@@ -68,10 +73,6 @@ IDS_FILE = "record_ids.npy"
 OBS_DIR = "observations"
 MODEL_DIR = "models"
 _TMP_MARK = ".tmp-"
-#: Packages whose versions are written into the manifest.
-VERSIONED_PACKAGES = ("miaudit", "numpy", "torch", "scikit-learn", "skops", "safetensors")
-#: Bytes read at a time when hashing a file.
-_HASH_BLOCK = 1 << 20
 
 __all__ = [
     "FORMAT_VERSION",
@@ -87,56 +88,6 @@ __all__ = [
 
 class CorruptFileError(MiauditError):
     """A file named by a manifest is missing, truncated or does not match its checksum."""
-
-
-# ----------------------------------------------------------------------------- hashing
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal values give equal strings."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def config_hash(description: Any) -> str:
-    """SHA-256 (hex) of :func:`canonical_json` ``(description)``."""
-    return hashlib.sha256(canonical_json(description).encode()).hexdigest()
-
-
-def _ids_bytes(ids: NDArray) -> bytes:
-    if ids.dtype.kind in "iuU":
-        return ids.dtype.str.encode() + ids.tobytes()
-    return "\x00".join(map(str, ids.tolist())).encode()
-
-
-def dataset_fingerprint(X: ArrayLike, y: ArrayLike, record_ids: ArrayLike) -> str:
-    """SHA-256 (hex) over the shapes, dtypes and bytes of ``X``, ``y`` and ``record_ids``."""
-    h = hashlib.sha256()
-    for arr in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    h.update(_ids_bytes(np.asarray(record_ids)))
-    return h.hexdigest()
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of :data:`VERSIONED_PACKAGES` (``"absent"`` when not installed)."""
-    out = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def _now() -> str:
@@ -173,7 +124,7 @@ def atomic_write(path: Path, data: bytes) -> dict[str, Any]:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
-    return {"sha256": _sha256_bytes(data), "bytes": len(data)}
+    return {"sha256": sha256_bytes(data), "bytes": len(data)}
 
 
 def _npy_bytes(arr: NDArray) -> bytes:
@@ -300,7 +251,7 @@ class Run:
             raise CorruptFileError(
                 f"{path}: {size} bytes, expected {entry['bytes']} (truncated or overwritten)"
             )
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         if digest != entry["sha256"]:
             raise CorruptFileError(f"{path}: SHA-256 {digest[:12]}… does not match the manifest")
         return path
@@ -457,7 +408,7 @@ class Run:
 
 
 def _row_hash(row: NDArray[np.bool_]) -> str:
-    return _sha256_bytes(
+    return sha256_bytes(
         np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(row.size).encode()
     )
 

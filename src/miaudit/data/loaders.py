@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from miaudit._validation import check_labels
 from miaudit.data.base import Dataset
 from miaudit.data.registry import register_dataset
-from miaudit.exceptions import ValidationError
+from miaudit.exceptions import MissingColumnError, ValidationError
 from miaudit.registry import Registry, check_call
 
 FileLoader = Callable[..., Dataset]
@@ -187,8 +187,10 @@ def dataset_from_frame(
     for field, cols in wanted.items():
         missing = [c for c in cols if c not in columns]
         if missing:
-            raise ValidationError(
-                f"{name}: {field} {missing} not found; columns present: {', '.join(columns)}"
+            raise MissingColumnError(
+                f"{name}: {field} {missing} not found; columns present: {', '.join(columns)}",
+                field=field,
+                missing=missing,
             )
     if feature_cols is None:
         feature_cols = [c for c in columns if c not in (label_col, id_col, *extra_cols)]
@@ -288,8 +290,10 @@ def load_npz(
         wanted = [("x_key", x_key), ("y_key", y_key)] + [("extra_cols", c) for c in extra_cols]
         for field, key in wanted:
             if key not in keys:
-                raise ValidationError(
-                    f"{p}: {field} {key!r} not in the archive; arrays present: {', '.join(keys)}"
+                raise MissingColumnError(
+                    f"{p}: {field} {key!r} not in the archive; arrays present: {', '.join(keys)}",
+                    field=field,
+                    missing=[key],
                 )
         try:
             X = archive[x_key]

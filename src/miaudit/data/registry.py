@@ -11,7 +11,6 @@ signature so that a misspelt parameter is an error that lists the valid ones.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -22,10 +21,12 @@ from miaudit.registry import Registry, check_call
 DatasetFactory = Callable[..., Dataset]
 """A function that builds a :class:`~miaudit.data.base.Dataset` from keyword parameters."""
 
-DATASETS: Registry[DatasetFactory] = Registry("dataset")
-
-_MODULES = ("builtin", "loaders")
-"""Modules of :mod:`miaudit.data` whose import registers datasets."""
+#: Built-in datasets and file loaders, then the ``miaudit.datasets`` entry points.
+DATASETS: Registry[DatasetFactory] = Registry(
+    "dataset",
+    modules=("miaudit.data.builtin", "miaudit.data.loaders"),
+    entry_points="miaudit.datasets",
+)
 
 
 def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
@@ -33,20 +34,13 @@ def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
     return DATASETS.register(name)
 
 
-def _load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"miaudit.data.{mod}")
-
-
 def list_datasets() -> list[str]:
     """Sorted names of all registered datasets and file loaders."""
-    _load_all()
     return DATASETS.names()
 
 
 def dataset_parameters(name: str) -> dict[str, Any]:
     """Parameters of dataset ``name`` and their defaults (``inspect.Parameter.empty`` if none)."""
-    _load_all()
     sig = inspect.signature(DATASETS.get(name))
     return {p.name: p.default for p in sig.parameters.values()}
 
@@ -69,7 +63,6 @@ def load_dataset(name: str, **params: Any) -> Dataset:
         If a parameter is unknown or a required one is missing; the message lists the valid
         parameters.
     """
-    _load_all()
     factory = DATASETS.get(name)
     check_call(factory, f"dataset {name!r}", **params)
     return factory(**params)

@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from miaudit._format import format_fpr
 from miaudit.exceptions import ValidationError
 from miaudit.metrics import MetricsSummary, TprAtFpr
 
@@ -21,12 +22,6 @@ AUTO_COLUMNS_MAX = 3
 #: Marks a TPR whose target FPR is below the resolution 1 / n_non_members.
 BELOW_RESOLUTION_MARK = "†"
 _MISSING = "–"
-
-
-def format_fpr(fpr: float) -> str:
-    """A false-positive rate as a short percentage: ``0.001`` → ``"0.1%"``, ``1e-5`` →
-    ``"0.001%"``."""
-    return f"{100 * fpr:g}%"
 
 
 def _percent(x: float) -> str:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from miaudit.defaults import TOP_RECORDS
 from miaudit.metrics import MetricsSummary
-from miaudit.report.console import format_fpr
+from miaudit._format import format_fpr
 from miaudit.report.plots import plot_roc, plot_score_histograms
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def _models_section(models: pd.DataFrame) -> str:
 def render_report(result: AuditResult, roc_png: Path, hist_png: Path) -> str:
     """The HTML text of the report (images read from the given PNG files and embedded)."""
     cfg = result.config
-    top_n = int(cfg.get("report", {}).get("top_records", 20)) if cfg else 20
+    top_n = int(cfg.get("report", {}).get("top_records", TOP_RECORDS)) if cfg else TOP_RECORDS
     top = result.vulnerability.head(top_n)
     attack_rows = "".join(
         f"<tr><td class='name'>{_e(k)}</td><td class='name'>{_e(v.get('title', ''))}</td>"

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from miaudit._validation import check_array, check_membership, check_same_length
 from miaudit.exceptions import ValidationError
 from miaudit.metrics import MetricsSummary
-from miaudit.report.console import format_fpr
+from miaudit._format import format_fpr
 
 __all__ = ["clipped_bin_edges", "plot_roc", "plot_score_histograms"]
 

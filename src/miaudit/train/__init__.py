@@ -6,42 +6,40 @@
 >>> recipe = train.make_recipe("torch-mlp", hidden_sizes=(64,), epochs=5)
 
 See :mod:`miaudit.train.recipes` for the recipe interface and :mod:`miaudit.train.ensemble` for
-the vectorised ensemble; query augmentations are in :mod:`miaudit.train.queries`.
+the vectorised ensemble; query augmentations are in :mod:`miaudit.train.queries`. The names
+below are imported on first use, so that ``import miaudit.train.recipes`` (the configs) does not
+import torch; the engine modules that need torch are imported when a recipe is made.
 """
 
-from miaudit.train import ensemble, sklearn_recipe  # noqa: F401  (register the recipes)
-from miaudit.train.queries import QUERIES, apply_queries, n_queries, resolve_queries
-from miaudit.train.recipes import (
-    RECIPES,
-    ModelResult,
-    Recipe,
-    TorchCNNConfig,
-    TorchMLPConfig,
-    TorchTrainConfig,
-    get,
-    make_config,
-    make_recipe,
-    model_seed,
-    names,
-)
-from miaudit.train.sklearn_recipe import CallableConfig, SklearnConfig
+from __future__ import annotations
 
-__all__ = [
-    "QUERIES",
-    "RECIPES",
-    "CallableConfig",
-    "ModelResult",
-    "Recipe",
-    "SklearnConfig",
-    "TorchCNNConfig",
-    "TorchMLPConfig",
-    "TorchTrainConfig",
-    "apply_queries",
-    "get",
-    "make_config",
-    "make_recipe",
-    "model_seed",
-    "n_queries",
-    "names",
-    "resolve_queries",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "QUERIES": "queries",
+    "apply_queries": "queries",
+    "n_queries": "queries",
+    "resolve_queries": "queries",
+    "RECIPES": "recipes",
+    "ModelResult": "recipes",
+    "Recipe": "recipes",
+    "TorchCNNConfig": "recipes",
+    "TorchMLPConfig": "recipes",
+    "TorchTrainConfig": "recipes",
+    "get": "recipes",
+    "make_config": "recipes",
+    "make_recipe": "recipes",
+    "model_seed": "recipes",
+    "names": "recipes",
+    "CallableConfig": "sklearn_recipe",
+    "SklearnConfig": "sklearn_recipe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"miaudit.train.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'miaudit.train' has no attribute {name!r}")

@@ -28,17 +28,17 @@ share its chunk, and a resumed or extended run trains model ``i`` exactly as a f
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import difflib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
-from miaudit.exceptions import UnknownNameError, ValidationError
+from miaudit.exceptions import ParameterError, ValidationError
 from miaudit.registry import Registry
 
 WeightsFormat = Literal["safetensors", "skops"]
@@ -69,8 +69,8 @@ def model_seed(seed: int, model_id: int, stream: int = 0) -> int:
 
 
 # ----------------------------------------------------------------------------- config helpers
-def _fail(config: object, field_name: str, message: str) -> None:
-    raise ValidationError(f"{type(config).__name__}.{field_name}: {message}")
+def _fail(config: object, field_name: str, message: str) -> NoReturn:
+    raise ParameterError(f"{type(config).__name__}.{field_name}: {message}", params=(field_name,))
 
 
 def _check_range(
@@ -110,13 +110,24 @@ def _as_int_tuple(config: object, name: str, minimum: int = 1) -> None:
     object.__setattr__(config, name, items)
 
 
-def _check_name(config: object, name: str, registry: Registry) -> None:
+def _check_choice(config: object, name: str, kind: str, choices: Any) -> None:
+    """``config.<name>`` must be one of the ``Literal`` type ``choices`` (case-insensitive)."""
     value = getattr(config, name)
-    try:
-        registry.get(value)
-    except UnknownNameError as exc:
-        raise ValidationError(f"{type(config).__name__}.{name}: {exc}") from None
-    object.__setattr__(config, name, str(value).lower())
+    valid = sorted(get_args(choices))
+    key = str(value).lower()
+    if key not in valid:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        _fail(config, name, f"unknown {kind} {value!r}.{hint} Valid {kind}s: {', '.join(valid)}")
+    object.__setattr__(config, name, key)
+
+
+#: The closed option sets of the torch recipes; the engine implements each name
+#: (:data:`miaudit.train.architectures.ACTIVATIONS`, :data:`miaudit.train.ensemble.OPTIMIZERS`,
+#: :data:`miaudit.train.ensemble.LR_SCHEDULES`, checked against these by the tests).
+ActivationName = Literal["tanh", "relu"]
+OptimizerName = Literal["sgd-momentum", "adam"]
+LRScheduleName = Literal["constant", "cosine", "step"]
 
 
 # ----------------------------------------------------------------------------- torch configs
@@ -172,8 +183,8 @@ class TorchTrainConfig:
     """
 
     hidden_sizes: tuple[int, ...] = (256,)
-    activation: str = "tanh"
-    optimizer: str = "sgd-momentum"
+    activation: ActivationName = "tanh"
+    optimizer: OptimizerName = "sgd-momentum"
     lr: float = 0.05
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
@@ -182,7 +193,7 @@ class TorchTrainConfig:
     label_smoothing: float = 0.0
     epochs: int = 20
     batch_size: int = 128
-    lr_schedule: str = "constant"
+    lr_schedule: LRScheduleName = "constant"
     lr_step_epochs: int = 10
     lr_step_gamma: float = 0.1
     augment_flip: bool = False
@@ -191,13 +202,10 @@ class TorchTrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from miaudit.train.architectures import ACTIVATIONS
-        from miaudit.train.ensemble import LR_SCHEDULES, OPTIMIZERS
-
         _as_int_tuple(self, "hidden_sizes")
-        _check_name(self, "activation", ACTIVATIONS)
-        _check_name(self, "optimizer", OPTIMIZERS)
-        _check_name(self, "lr_schedule", LR_SCHEDULES)
+        _check_choice(self, "activation", "activation", ActivationName)
+        _check_choice(self, "optimizer", "optimizer", OptimizerName)
+        _check_choice(self, "lr_schedule", "learning-rate schedule", LRScheduleName)
         _check_range(self, "lr", 0.0, math.inf, low_open=True)
         _check_range(self, "momentum", 0.0, 1.0)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
@@ -221,12 +229,15 @@ class TorchTrainConfig:
 
 
 def _check_device(cfg: Any, field_name: str) -> None:
-    """``cfg.<field_name>`` must name a torch device that this machine can allocate on."""
-    import torch
-
+    """``cfg.<field_name>`` must name a torch device that this machine can allocate on (checked
+    by allocating an empty tensor there; the CPU always can, and is not checked)."""
     value = getattr(cfg, field_name)
     if not isinstance(value, str):
         _fail(cfg, field_name, f"expected a device name such as 'cpu' or 'cuda', got {value!r}")
+    if value == "cpu":
+        return
+    import torch
+
     try:
         torch.empty(0, device=torch.device(value))
     except Exception as exc:  # backends fail with assorted exception types
@@ -391,24 +402,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-RECIPES: Registry[type[Recipe]] = Registry("training recipe")
-_MODULES = ("ensemble", "sklearn_recipe")
-
-
-def _load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"miaudit.train.{mod}")
+#: Training recipes: the torch ensembles and the scikit-learn/callable recipes, then the
+#: ``miaudit.recipes`` entry points of other packages.
+RECIPES: Registry[type[Recipe]] = Registry(
+    "training recipe",
+    modules=("miaudit.train.ensemble", "miaudit.train.sklearn_recipe"),
+    entry_points="miaudit.recipes",
+)
 
 
 def get(name: str) -> type[Recipe]:
     """The recipe class registered as ``name`` (the error lists valid names)."""
-    _load_all()
     return RECIPES.get(name)
 
 
 def names() -> list[str]:
     """Sorted names of the registered recipes."""
-    _load_all()
     return RECIPES.names()
 
 
@@ -425,13 +434,12 @@ def make_config(name: str, **params: Any) -> Any:
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        import difflib
-
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValidationError(
+        raise ParameterError(
             f"recipe {name!r}: unknown parameter(s) {unknown}.{hint} Valid parameters: "
-            f"{', '.join(valid)}"
+            f"{', '.join(valid)}",
+            params=tuple(unknown),
         )
     return cls(**params)
 
