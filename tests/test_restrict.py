@@ -86,6 +86,8 @@ def test_wrappers_stack(target: CallableTarget) -> None:
     stacked = TopK(Rounded(target, 2), 3)
     assert capabilities(stacked) == {"top_k", "label"}
     assert capabilities(LabelOnly(TopK(target, 1))) == {"label"}
+    top1 = TopK(TopK(Rounded(target, 1), 2), 1).predict(X)  # inner rows need not sum to 1
+    np.testing.assert_allclose(top1.max(1), Rounded(target, 1).predict(X).max(1))
 
 
 def test_attacks_refuse_signals_the_target_cannot_give(target: CallableTarget) -> None:

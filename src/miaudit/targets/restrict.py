@@ -54,14 +54,25 @@ MAX_DECIMALS = 15
 
 
 def probabilities(target: Any, X: NDArray) -> NDArray[np.float64]:
-    """The inner target's outputs on ``X`` as probabilities, shape ``(n, C)``, float64."""
+    """The inner target's outputs on ``X`` as probabilities, shape ``(n, C)``, float64.
+
+    Logits go through a softmax; probabilities are taken as they are (an inner top-k or
+    rounded target's rows need not sum to 1) after a range check.
+    """
     out = np.asarray(target.predict(X), dtype=np.float64)
     if out.ndim != 2 or out.shape[0] != len(X):
         raise ValidationError(
             f"target {type(target).__name__}: expected outputs of shape ({len(X)}, n_classes), "
             f"got {out.shape}"
         )
-    return np.exp(log_probabilities(out, kind=target.kind))
+    if target.kind == "logits":
+        return np.exp(log_probabilities(out, kind="logits"))
+    if out.size and not (np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0):
+        raise ValidationError(
+            f"target {type(target).__name__}: probabilities must lie in [0, 1], got values in "
+            f"[{np.nanmin(out):.4g}, {np.nanmax(out):.4g}]"
+        )
+    return out
 
 
 def _restricted(inner: Any, allowed: frozenset[str]) -> frozenset[str]:
