@@ -91,6 +91,8 @@ DEFAULT_BISECTIONS = 10
 PROBE_SCALE = 1.0
 #: Rows per call to the target during the boundary search (bounds memory).
 QUERY_CHUNK = 32_768
+#: Entries of each block of the record × pool distance matrix (starting points).
+DISTANCE_CHUNK = 1 << 22
 
 
 def best_threshold(in_values: NDArray, out_values: NDArray) -> float:
@@ -360,7 +362,7 @@ def _starting_points(
     """For each active record, the nearest pool record the target labels differently."""
     sq_pool = (pool**2).sum(axis=1)
     starts = np.empty((active.size, X.shape[1]))
-    chunk = max(1, QUERY_CHUNK // max(1, len(pool)))
+    chunk = max(1, DISTANCE_CHUNK // max(1, len(pool)))
     for s in range(0, active.size, chunk):
         idx = active[s : s + chunk]
         d2 = sq_pool[None, :] - 2.0 * X[idx] @ pool.T
@@ -492,15 +494,19 @@ def boundary_distance(
         m = len(xa)
         dist = np.linalg.norm(boundary - xa, axis=1)
         delta = PROBE_SCALE * dist / np.sqrt(d)
-        u = rng.standard_normal((m, n_directions, d))
+        # probe directions in float32, the precision the target is queried in (torch models);
+        # distances, steps and the boundary points stay float64
+        u = rng.standard_normal((m, n_directions, d), dtype=np.float32)
         u /= np.linalg.norm(u, axis=2, keepdims=True)
-        probes = boundary[:, None, :] + delta[:, None, None] * u
+        probes = (
+            boundary.astype(np.float32)[:, None, :] + delta.astype(np.float32)[:, None, None] * u
+        )
         phi = np.where(
             query(probes.reshape(m * n_directions, d)).reshape(m, -1) != ya[:, None], 1.0, -1.0
         )
         centred = phi - phi.mean(axis=1, keepdims=True)
         centred = np.where(np.all(centred == 0, axis=1, keepdims=True), phi, centred)
-        grad = (centred[:, :, None] * u).mean(axis=1)
+        grad = np.einsum("mb,mbd->md", centred.astype(np.float32), u).astype(np.float64)
         grad /= np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), np.finfo(float).tiny)
         # candidates: HopSkipJump's step from the boundary point, and points on the ray from x
         # along the estimated normal at distances r * RAY_SHRINK**k (for a flat boundary and an
