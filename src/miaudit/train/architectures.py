@@ -46,6 +46,9 @@ from miaudit.registry import Registry
 POOL = 2
 #: Convolution kernel size of each CNN block (padding keeps the spatial size).
 KERNEL = 3
+#: Added to a per-sample gradient norm before dividing the clipping norm by it (Opacus's
+#: ``clip_factor = max_grad_norm / (norm + 1e-6)``, clamped at 1).
+CLIP_EPS = 1e-6
 
 __all__ = [
     "ACTIVATIONS",
@@ -53,6 +56,7 @@ __all__ = [
     "StackedCNN",
     "StackedMLP",
     "StackedNet",
+    "clip_factors",
     "conv_blocks",
     "cross_entropy_sum_grad",
     "uniform_init",
@@ -149,6 +153,13 @@ def cross_entropy_sum_grad(
     if label_smoothing:
         grad.sub_(label_smoothing / n_classes)
     return loss, grad
+
+
+def clip_factors(sq_norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    r"""Per-sample clipping factors :math:`\min(1, C / (\lVert g_i \rVert + 10^{-6}))` from the
+    squared norms :math:`\lVert g_i \rVert^2` (Opacus's ``DPOptimizer.clip_and_accumulate``;
+    Abadi et al., CCS 2016, Algorithm 1)."""
+    return (max_grad_norm / (sq_norms.sqrt() + CLIP_EPS)).clamp_(max=1.0)
 
 
 class StackedNet(ABC):
@@ -459,6 +470,135 @@ class StackedMLP(StackedNet):
                 g.mul_(dropout_masks[i - 1])
             self.activation.backward_(g, acts[i - 1])
         return loss
+
+    def _flat_buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A work tensor of ``shape`` that is the prefix of a storage kept across steps and grown
+        to the largest size asked for (DP-SGD batches change size every step)."""
+        numel = math.prod(shape)
+        buf = self._work.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self._work[name] = torch.empty(numel, device=self.first.device)
+        return buf[:numel].view(shape)
+
+    def dp_loss_and_grad(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+        *,
+        max_grad_norm: float,
+        input_sq_norms: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        dropout_masks: Sequence[torch.Tensor] | None = None,
+        grad_decay: float = 0.0,
+        need_loss: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        r"""DP-SGD's clipped gradient sum: ``p.grad ← grad_decay·p.grad + Σ_b w_b c_b ∇ℓ_b``.
+
+        ``∇ℓ_b`` is the gradient of record ``b``'s own loss, ``c_b = min(1, C/(‖∇ℓ_b‖ + 1e-6))``
+        its clipping factor (:func:`clip_factors`) and ``w_b`` the caller's row weight: ``1/(qn)``
+        (the expected batch size) for a sampled record, 0 for a padding row. No noise is added
+        (the training loop adds it to ``p.grad``).
+
+        **Ghost clipping** (Goodfellow, "Efficient Per-Example Gradient Computations", 2015; Li,
+        Tramèr, Liang & Hashimoto, "Large Language Models Can Be Strong Differentially Private
+        Learners", ICLR 2022): record ``b``'s gradient of a dense layer with input ``h_b`` and
+        output gradient ``g_b`` is the outer product ``h_b g_bᵀ`` (weight) and ``g_b`` (bias), so
+
+        .. math:: \lVert \nabla\ell_b \rVert^2 = \sum_i \lVert h_{i,b} \rVert^2
+                  \lVert g_{i,b} \rVert^2 + \lVert g_{i,b} \rVert^2,
+
+        where the first layer's bias term is part of its augmented input ``[x_b, 1]``. The
+        per-sample gradients are never formed: the backward pass first computes every layer's
+        output gradient ``g_i`` (``(K, B, ·)``), then the norms, then scales row ``b`` of every
+        ``g_i`` by ``w_b c_b`` before the usual weight-gradient products (scaling the logits'
+        gradient row scales all of the record's layer gradients, the backward pass being
+        linear in it).
+
+        Parameters
+        ----------
+        x : tensor of shape (K, B, d + 1)
+            Rows of :meth:`batch_source`.
+        y : tensor of shape (K, B), int64
+        weight : tensor of shape (K, B)
+            Row weights ``w_b`` (0 for padding rows).
+        max_grad_norm : float
+            ``C``.
+        input_sq_norms : tensor of shape (K, B), optional
+            ``‖[x_b, 1]‖²`` when the caller has them (precomputed per record), else computed.
+        label_smoothing, dropout_masks, grad_decay, need_loss
+            As :meth:`loss_and_grad`.
+
+        Returns
+        -------
+        loss : tensor of shape (K,) or None
+            Each model's mean loss over its rows of positive weight.
+        sq_norms : tensor of shape (K, B)
+            Squared per-sample gradient norms (before clipping).
+        """
+        k, batch = x.shape[:2]
+        if x.shape[2] != self.sizes[0] + 1:
+            raise ValidationError(
+                f"x: expected rows of width {self.sizes[0] + 1} (features and a column of ones, "
+                f"see batch_source), got {x.shape[2]}"
+            )
+        buffer = self._flat_buffer
+        inputs = [x]
+        acts = []
+        for i, width in enumerate(self.sizes[1:-1]):
+            out = buffer(f"dp_act{i}", (k, batch, width))
+            a = torch.bmm(x, self.first, out=out) if i == 0 else self._layer(inputs[-1], i, out)
+            acts.append(self.activation.forward_(a))
+            if dropout_masks:
+                a = torch.mul(a, dropout_masks[i], out=buffer(f"dp_drop{i}", a.shape))
+            inputs.append(a)
+        last = self.n_layers - 1
+        logits_buf = buffer("dp_logits", (k, batch, self.sizes[-1]))
+        logits = (
+            torch.bmm(x, self.first, out=logits_buf)
+            if last == 0
+            else self._layer(inputs[-1], last, logits_buf)
+        )
+        _, g = cross_entropy_sum_grad(logits, y, label_smoothing, need_loss=False)
+        loss = None
+        if need_loss:
+            logp = torch.log_softmax(logits, dim=-1)
+            loss_b = -(1.0 - label_smoothing) * logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+            if label_smoothing:
+                loss_b = loss_b - (label_smoothing / self.sizes[-1]) * logp.sum(-1)
+            used = (weight > 0).to(loss_b.dtype)
+            loss = (loss_b * used).sum(1) / used.sum(1).clamp(min=1.0)
+        # output gradients of every layer, unscaled
+        grads = [g]
+        for i in reversed(range(1, self.n_layers)):
+            w = self.params[2 * i]
+            gi = torch.bmm(
+                grads[0], w.transpose(1, 2), out=buffer(f"dp_grad{i}", (k, batch, self.sizes[i]))
+            )
+            if dropout_masks:
+                gi.mul_(dropout_masks[i - 1])
+            self.activation.backward_(gi, acts[i - 1])
+            grads.insert(0, gi)
+        # per-sample squared norms: Σ_i (‖h_i‖² + [i > 0]) ‖g_i‖²
+        if input_sq_norms is None:
+            input_sq_norms = torch.linalg.vector_norm(x, dim=-1).square_()
+        sq = input_sq_norms * torch.linalg.vector_norm(grads[0], dim=-1).square_()
+        for i in range(1, self.n_layers):
+            h_sq = torch.linalg.vector_norm(inputs[i], dim=-1).square_().add_(1.0)
+            sq.addcmul_(h_sq, torch.linalg.vector_norm(grads[i], dim=-1).square_())
+        scale = clip_factors(sq, max_grad_norm).mul_(weight).unsqueeze(-1)
+        for i in reversed(range(self.n_layers)):
+            gi = grads[i].mul_(scale)
+            if i == 0:
+                self.first.grad.baddbmm_(x.transpose(1, 2), gi, beta=grad_decay)
+                break
+            w, b = self.params[2 * i], self.params[2 * i + 1]
+            w.grad.baddbmm_(inputs[i].transpose(1, 2), gi, beta=grad_decay)
+            if grad_decay:
+                b.grad.mul_(grad_decay).add_(gi.sum(dim=1))
+            else:
+                torch.sum(gi, dim=1, out=b.grad)
+        return loss, sq
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ the last bits between chunk sizes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -93,10 +94,17 @@ GROUP_STEP_FLOP = 1e9
 UINT8_MAX = 255
 #: Rows per block of :func:`compact_rows`'s lossless check.
 COMPACT_CHECK_ROWS = 4096
-#: Random streams of a model (see the module docstring).
-INIT_STREAM, ORDER_STREAM, NOISE_STREAM = 0, 1, 2
+#: Random streams of a model (see the module docstring); DP-SGD's Gaussian noise has its own.
+INIT_STREAM, ORDER_STREAM, NOISE_STREAM, DP_NOISE_STREAM = 0, 1, 2, 3
+#: DP-SGD: the padded batch of a step has room for the largest Poisson batch of its models,
+#: rounded up to a multiple of this many rows.
+DP_BATCH_ROUND = 8
+#: DP-SGD: geometric gaps drawn at once for a Poisson batch of expected size ``m``:
+#: ``m + DP_GAP_MARGIN·√m + DP_GAP_EXTRA`` (more are drawn in the rare case they fall short).
+DP_GAP_MARGIN, DP_GAP_EXTRA = 6.0, 16
 
 __all__ = [
+    "DP_NOISE_STREAM",
     "INIT_STREAM",
     "LR_SCHEDULES",
     "NOISE_STREAM",
@@ -111,8 +119,10 @@ __all__ = [
     "TrainedGroup",
     "learning_rates",
     "model_generators",
+    "poisson_sample",
     "query_ensemble",
     "train_ensemble",
+    "train_ensemble_dp",
 ]
 
 
@@ -465,6 +475,256 @@ def train_ensemble(
     return (last_loss.cpu() / torch.tensor(per_epoch)).numpy().astype(np.float64)
 
 
+# ----------------------------------------------------------------------------- DP-SGD
+def poisson_sample(rng: np.random.Generator, n: int, q: float) -> NDArray[np.int64]:
+    """Poisson sampling: the positions ``0 ≤ j < n`` each included independently with
+    probability ``q``, ascending.
+
+    Drawn as the partial sums of geometric gaps (``P[G = g] = (1-q)^{g-1} q``, ``g ≥ 1``): the
+    successes of a Bernoulli(q) sequence, in ``O(qn)`` draws instead of ``n`` uniforms.
+    """
+    if q >= 1.0:
+        return np.arange(n, dtype=np.int64)
+    expected = n * q
+    size = int(expected + DP_GAP_MARGIN * math.sqrt(expected) + DP_GAP_EXTRA)
+    pos = np.cumsum(rng.geometric(q, size)) - 1
+    while pos[-1] < n:
+        pos = np.concatenate([pos, pos[-1] + np.cumsum(rng.geometric(q, size))])
+    return pos[: np.searchsorted(pos, n)]
+
+
+@dataclass(frozen=True)
+class DPSchedule:
+    """The DP-SGD parameters of one model (:func:`dp_schedule`).
+
+    Attributes
+    ----------
+    sample_rate : float
+        ``q = min(1, B/n)``.
+    steps : int
+        ``T = epochs · ⌈n/B⌉`` noisy steps.
+    noise_multiplier : float
+        ``σ`` (given, or found for ``target_epsilon``).
+    epsilon : float
+        The accountant's epsilon of ``T`` steps at ``(σ, q)`` and ``delta`` (inf for ``σ = 0``).
+    """
+
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    epsilon: float
+
+    def info(self, cfg: TorchTrainConfig) -> dict[str, Any]:
+        """What :class:`~miaudit.train.recipes.ModelResult` ``.privacy`` records."""
+        dp = cfg.dp
+        assert dp is not None
+        return {
+            "epsilon": self.epsilon,
+            "delta": dp.delta,
+            "accountant": dp.accountant,
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": dp.max_grad_norm,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+        }
+
+
+@functools.lru_cache(maxsize=4096)
+def _noise_for(target: float, delta: float, q: float, steps: int, accountant: str) -> float:
+    from miaudit.audit.accounting import noise_multiplier_for
+
+    return noise_multiplier_for(target, delta, q, steps=steps, accountant=accountant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _epsilon_of(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
+    from miaudit.audit.accounting import epsilon
+
+    return math.inf if sigma == 0.0 else epsilon(sigma, q, steps, delta, accountant)
+
+
+def dp_schedule(cfg: TorchTrainConfig, n_train: int) -> DPSchedule:
+    """Sampling rate, steps, noise multiplier and epsilon of a model with ``n_train`` records.
+
+    ``q = min(1, B/n)`` and ``T = epochs·⌈n/B⌉`` (the steps a non-private model of the same
+    config takes); ``σ`` is ``dp.noise_multiplier`` or, for ``dp.target_epsilon``, the smallest
+    noise multiplier whose epsilon after ``T`` steps is at most the target
+    (:func:`miaudit.audit.accounting.noise_multiplier_for`, Opacus's search); epsilon is the
+    accountant's (:func:`miaudit.audit.accounting.epsilon`). Both are cached per
+    ``(q, T)``: with the prv accountant a search takes seconds.
+    """
+    dp = cfg.dp
+    if dp is None:
+        raise ValidationError("dp: this config trains without DP-SGD (dp is None)")
+    batch = cfg.batch_size
+    q = min(1.0, batch / n_train)
+    steps = cfg.epochs * math.ceil(n_train / batch)
+    if dp.noise_multiplier is not None:
+        sigma = dp.noise_multiplier
+    else:
+        assert dp.target_epsilon is not None
+        sigma = _noise_for(dp.target_epsilon, dp.delta, q, steps, dp.accountant)
+    eps = _epsilon_of(sigma, q, steps, dp.delta, dp.accountant)
+    return DPSchedule(q, steps, sigma, eps)
+
+
+def _sq_row_norms(source: torch.Tensor) -> torch.Tensor:
+    """``‖row‖²`` of every row of ``source`` (float32; computed in blocks, so byte rows are
+    never widened all at once)."""
+    out = torch.empty(source.shape[0], device=source.device)
+    for start in range(0, source.shape[0], COMPACT_CHECK_ROWS):
+        block = source[start : start + COMPACT_CHECK_ROWS].to(torch.float32)
+        out[start : start + COMPACT_CHECK_ROWS] = torch.linalg.vector_norm(block, dim=1).square_()
+    return out
+
+
+def train_ensemble_dp(
+    net: StackedMLP,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    keep: NDArray[np.bool_],
+    cfg: TorchTrainConfig,
+    model_ids: Sequence[int],
+    source: torch.Tensor | None = None,
+) -> tuple[NDArray[np.float64], list[DPSchedule]]:
+    r"""Train the ``K`` MLPs of ``net`` with DP-SGD, model ``k`` on records ``keep[k]``.
+
+    Every step, model ``k`` (``n_k`` records, :func:`dp_schedule`: rate ``q_k``, noise
+    multiplier ``σ_k``) draws a Poisson batch of its records (:func:`poisson_sample`, from its
+    :data:`ORDER_STREAM`); the batches of the ``K`` models are padded to one ``(K, B_max, ·)``
+    tensor (padding rows have weight 0); the network computes
+    :math:`\sum_b \bar g_b / (q_k n_k)` with ghost clipping
+    (:meth:`~miaudit.train.architectures.StackedMLP.dp_loss_and_grad`), and the loop adds
+    :math:`\mathcal N(0, (\sigma_k C / (q_k n_k))^2)` to every coordinate of the gradient — drawn
+    on the CPU from the model's :data:`DP_NOISE_STREAM` — before the optimiser step (momentum,
+    Adam and weight decay are post-processing of the noisy gradient). Dropout masks come from
+    the model's :data:`NOISE_STREAM`, one row per sampled record. Nothing a model draws depends
+    on the other models of its group. Models run ``T_k = epochs·⌈n_k/B⌉`` steps with the
+    learning-rate schedule of :func:`learning_rates`.
+
+    Returns
+    -------
+    losses : ndarray of shape (K,)
+        Mean training loss of each model over the sampled records of its last epoch's steps.
+    schedules : list of DPSchedule
+    """
+    dp = cfg.dp
+    assert dp is not None
+    k = net.n_models
+    device = net.device
+    subsets = [np.flatnonzero(row) for row in keep]
+    sizes = [s.size for s in subsets]
+    if min(sizes) == 0:
+        raise ValidationError("keep: every model needs at least one training record")
+    schedules = [dp_schedule(cfg, n) for n in sizes]
+    batch = cfg.batch_size
+    per_epoch = [math.ceil(size / batch) for size in sizes]
+    rates = learning_rates(cfg, per_epoch).to(device)
+    total = np.array([s.steps for s in schedules])
+    last_epoch_start = total - np.array(per_epoch)
+    expected = np.array([s.sample_rate * n for s, n in zip(schedules, sizes, strict=True)])
+    sigmas = np.array([s.noise_multiplier for s in schedules])
+    noise_std = torch.from_numpy(sigmas * dp.max_grad_norm / expected)
+    samplers = [
+        np.random.default_rng(model_seed(cfg.seed, int(i), ORDER_STREAM)) for i in model_ids
+    ]
+    noise_generators = model_generators(cfg.seed, model_ids, DP_NOISE_STREAM)
+    dropout_generators = model_generators(cfg.seed, model_ids, NOISE_STREAM)
+    optimizer = OPTIMIZERS.get(cfg.optimizer)(net.storage(), cfg)
+    if source is None:
+        source = net.batch_source(compact_rows(X))
+    row_sq = _sq_row_norms(source)
+    storage = net.storage()
+    n_params = sum(t[0].numel() for t in storage)
+    noise = torch.empty(k, n_params)
+    widths = net.hidden_sizes()
+    weight_per_row = torch.from_numpy(1.0 / expected).to(torch.float32)
+    last_loss = np.zeros(k)
+    gathered: torch.Tensor | None = None
+    widened: torch.Tensor | None = None
+    for t in range(rates.shape[0]):
+        picks = [
+            subset[poisson_sample(rng, subset.size, sch.sample_rate)]
+            for subset, rng, sch in zip(subsets, samplers, schedules, strict=True)
+        ]
+        counts = [p.size for p in picks]
+        width = max(DP_BATCH_ROUND, -(-max(counts) // DP_BATCH_ROUND) * DP_BATCH_ROUND)
+        idx = np.empty((k, width), dtype=np.int64)
+        weight = torch.zeros(k, width)
+        for j, p in enumerate(picks):
+            idx[j, : p.size] = p
+            idx[j, p.size :] = subsets[j][0]
+            weight[j, : p.size] = weight_per_row[j]
+        idx_t = torch.from_numpy(idx).view(-1).to(device, non_blocking=True)
+        gathered = _gather(source, idx_t, gathered)
+        rows = gathered[: k * width]
+        if rows.dtype != torch.float32:
+            if widened is None or widened.shape[0] < rows.shape[0]:
+                widened = torch.empty(gathered.shape, device=device)
+            rows = widened[: k * width].copy_(rows)
+        rows = rows.view(k, width, -1)
+        masks = None
+        if cfg.dropout:
+            masks = []
+            for h in widths:
+                m = torch.zeros(k, width, h)
+                for j, g in enumerate(dropout_generators):
+                    m[j, : counts[j]] = (torch.rand((counts[j], h), generator=g) >= cfg.dropout)
+                masks.append(m.div_(1.0 - cfg.dropout).to(device))
+        need_loss = bool((t >= last_epoch_start).any())
+        loss, _ = net.dp_loss_and_grad(
+            rows,
+            y[idx_t].view(k, width),
+            weight.to(device),
+            max_grad_norm=dp.max_grad_norm,
+            input_sq_norms=row_sq[idx_t].view(k, width),
+            label_smoothing=cfg.label_smoothing,
+            dropout_masks=masks,
+            grad_decay=optimizer.grad_decay(),
+            need_loss=need_loss,
+        )
+        _add_noise(storage, noise, noise_std, noise_generators)
+        optimizer.step(rates[t])
+        if need_loss:
+            assert loss is not None
+            counting = (t >= last_epoch_start) & (t < total)
+            last_loss += np.where(counting, loss.cpu().numpy(), 0.0)
+    return last_loss / np.array(per_epoch), schedules
+
+
+def _gather(source: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
+    """``source[idx]`` into the prefix of ``buf`` (grown when too small); returns the buffer."""
+    if buf is None or buf.shape[0] < idx.numel():
+        shape = (idx.numel(), *source.shape[1:])
+        buf = torch.empty(shape, dtype=source.dtype, device=source.device)
+    torch.index_select(source, 0, idx, out=buf[: idx.numel()])
+    return buf
+
+
+@torch.no_grad()
+def _add_noise(
+    storage: Sequence[torch.Tensor],
+    noise: torch.Tensor,
+    std: torch.Tensor,
+    generators: Sequence[torch.Generator],
+) -> None:
+    """``p.grad += N(0, std_k²)`` for every coordinate of model ``k``: one draw of all its
+    coordinates from its own generator on the CPU (``noise``, ``(K, P)``), then added to each
+    stored tensor's gradient."""
+    for j, g in enumerate(generators):
+        std_j = float(std[j])
+        if std_j == 0.0:
+            noise[j].zero_()
+        else:
+            noise[j].normal_(0.0, std_j, generator=g)
+    on = noise.to(storage[0].device, non_blocking=True)
+    offset = 0
+    for p in storage:
+        size = p[0].numel()
+        p.grad.view(p.shape[0], -1).add_(on[:, offset : offset + size])
+        offset += size
+
+
 def query_ensemble(
     net: StackedNet, X: torch.Tensor, queries: Sequence[str], batch: int = QUERY_BATCH
 ) -> NDArray[np.float32]:
@@ -514,6 +774,8 @@ class TrainedGroup:
         Mean training loss of each model over its last epoch.
     seconds : float
         Wall-clock training time of the group.
+    privacy : list of dict, optional
+        DP-SGD: each model's :meth:`DPSchedule.info` (sampling rate, steps, noise, epsilon).
     """
 
     span: slice
@@ -521,6 +783,7 @@ class TrainedGroup:
     net: StackedNet
     losses: NDArray[np.float64]
     seconds: float
+    privacy: list[dict[str, Any]] | None = None
 
 
 class TorchRecipe(Recipe):
@@ -530,9 +793,13 @@ class TorchRecipe(Recipe):
     config: TorchTrainConfig
 
     def describe(self) -> dict[str, Any]:
-        """As :meth:`Recipe.describe`, without ``device`` (it does not change the models)."""
+        """As :meth:`Recipe.describe`, without ``device`` (it does not change the models) and
+        without ``dp`` when it is None."""
         out = super().describe()
         out["config"].pop("device", None)
+        if out["config"].get("dp", "absent") is None:
+            # left out when off, so that the hash of every non-private run is unchanged
+            out["config"].pop("dp")
         return out
 
     def build(
@@ -668,6 +935,14 @@ class TorchRecipe(Recipe):
             ids = [int(i) for i in model_ids[span]]
             began = time.perf_counter()
             net = self.build(input_shape, n_classes, ids).to(device)
+            if self.config.dp is not None:
+                assert isinstance(net, StackedMLP)
+                losses, schedules = train_ensemble_dp(
+                    net, Xt, yt, keep[span], self.config, ids, source
+                )
+                privacy = [sch.info(self.config) for sch in schedules]
+                seconds = time.perf_counter() - began
+                return TrainedGroup(span, ids, net, losses, seconds, privacy)
             losses = train_ensemble(
                 net,
                 Xt,
@@ -734,6 +1009,7 @@ class TorchRecipe(Recipe):
                     weights=states[j],
                     weights_format="safetensors",
                     final_loss=float(losses[j]),
+                    privacy=None if group.privacy is None else group.privacy[j],
                 )
             )
         return results

@@ -9,7 +9,10 @@ name               what
 ``torch-cnn``      vectorised ensemble of small CNNs for images (8×8, 32×32×3)
 ``sklearn``        any scikit-learn classifier, cloned per model, joblib-parallel
 ``callable``       a user function ``train(X, y, seed) -> model``
+``opacus``         any ``nn.Module`` trained with DP-SGD by Opacus, one model at a time
 =================  ===================================================================
+
+DP-SGD: ``torch-mlp`` trains with DP-SGD when its config has ``dp`` (:class:`DPConfig`).
 
 Each recipe has a frozen config dataclass (:class:`TorchMLPConfig`, :class:`TorchCNNConfig`,
 :class:`~miaudit.train.sklearn_recipe.SklearnConfig`,
@@ -48,6 +51,7 @@ _SEED_BITS = 63
 
 __all__ = [
     "RECIPES",
+    "DPConfig",
     "ModelResult",
     "Recipe",
     "TorchCNNConfig",
@@ -128,6 +132,91 @@ def _check_choice(config: object, name: str, kind: str, choices: Any) -> None:
 ActivationName = Literal["tanh", "relu"]
 OptimizerName = Literal["sgd-momentum", "adam"]
 LRScheduleName = Literal["constant", "cosine", "step"]
+#: Opacus accountants by name (:mod:`miaudit.audit.accounting`).
+AccountantName = Literal["prv", "rdp", "gdp"]
+#: Default ``delta`` of DP-SGD runs.
+DEFAULT_DP_DELTA = 1e-5
+
+
+# ----------------------------------------------------------------------------- DP-SGD
+@dataclass(frozen=True)
+class DPConfig:
+    r"""DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016) settings.
+
+    Each step samples every training record independently with probability
+    :math:`q = \min(1, B / n)` (Poisson sampling; ``B`` the ``batch_size``, ``n`` the model's
+    training records), clips each record's gradient to norm at most ``C = max_grad_norm``
+    (Opacus's factor :math:`\min(1, C / (\lVert g_i \rVert + 10^{-6}))`), and uses
+
+    .. math:: \tilde g = \frac{1}{qn}\Big(\sum_{i \in \text{batch}} \bar g_i
+              + \mathcal N(0, \sigma^2 C^2 I)\Big)
+
+    (the expected-batch-size normalisation of Opacus). Give either ``noise_multiplier``
+    (``σ``) or ``target_epsilon`` (``σ`` is then the smallest one whose epsilon at ``delta``
+    after the model's steps is at most the target, :func:`miaudit.audit.accounting.
+    noise_multiplier_for`). The epsilon of each trained model is computed by ``accountant``.
+
+    Attributes
+    ----------
+    max_grad_norm : float
+        Clipping norm ``C > 0``.
+    noise_multiplier : float, optional
+        ``σ >= 0`` (0: clipping only, no privacy: epsilon is infinite).
+    target_epsilon : float, optional
+        ``ε > 0`` to reach after all of a model's steps.
+    delta : float
+        ``δ`` in (0, 1) of the reported epsilon.
+    accountant : {"prv", "rdp", "gdp"}
+        Opacus accountant (:mod:`miaudit.audit.accounting`).
+    """
+
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = DEFAULT_DP_DELTA
+    accountant: AccountantName = "prv"
+
+    def __post_init__(self) -> None:
+        _check_range(self, "max_grad_norm", 0.0, math.inf, low_open=True)
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            _fail(
+                self,
+                "noise_multiplier",
+                "give exactly one of noise_multiplier and target_epsilon, got "
+                f"noise_multiplier={self.noise_multiplier!r}, "
+                f"target_epsilon={self.target_epsilon!r}",
+            )
+        if self.noise_multiplier is not None:
+            _check_range(self, "noise_multiplier", 0.0, math.inf)
+            object.__setattr__(self, "noise_multiplier", float(self.noise_multiplier))
+        else:
+            _check_range(self, "target_epsilon", 0.0, math.inf, low_open=True)
+            object.__setattr__(self, "target_epsilon", float(self.target_epsilon))
+        _check_range(self, "delta", 0.0, 1.0, low_open=True)
+        _check_choice(self, "accountant", "accountant", AccountantName)
+        object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
+        object.__setattr__(self, "delta", float(self.delta))
+
+
+def _as_dp_config(config: object, name: str = "dp") -> None:
+    """``config.<name>``: None, a :class:`DPConfig`, or a mapping of its fields."""
+    value = getattr(config, name)
+    if value is None or isinstance(value, DPConfig):
+        return
+    if not isinstance(value, dict):
+        _fail(
+            config,
+            name,
+            "expected None, a DPConfig or a mapping such as {'noise_multiplier': 1.0, "
+            f"'max_grad_norm': 1.0}}, got {value!r}",
+        )
+    valid = [f.name for f in dataclasses.fields(DPConfig)]
+    unknown = sorted(set(map(str, value)) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        _fail(config, name, f"unknown key(s) {unknown}.{hint} Valid keys: {', '.join(valid)}")
+    object.__setattr__(config, name, DPConfig(**value))
 
 
 # ----------------------------------------------------------------------------- torch configs
@@ -180,6 +269,9 @@ class TorchTrainConfig:
         dropout, augmentation) are made on the CPU from each model's own generators, so a model
         is the same on every device up to floating-point rounding; the device is therefore not
         part of the config hash (like ``n_jobs`` of ``sklearn``).
+    dp : DPConfig or mapping, optional
+        Train with DP-SGD (:class:`DPConfig`; ``torch-mlp`` only). None (default): plain
+        training, and the field is left out of the config hash.
     """
 
     hidden_sizes: tuple[int, ...] = (256,)
@@ -200,6 +292,7 @@ class TorchTrainConfig:
     augment_crop: int = 0
     seed: int = 0
     device: str = "cpu"
+    dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
         _as_int_tuple(self, "hidden_sizes")
@@ -226,6 +319,14 @@ class TorchTrainConfig:
         _check_positive_int(self, "augment_crop", minimum=0)
         _check_positive_int(self, "seed", minimum=0)
         _check_device(self, "device")
+        _as_dp_config(self, "dp")
+        if self.dp is not None and (self.augment_flip or self.augment_crop):
+            _fail(
+                self,
+                "dp",
+                "DP-SGD with augment_flip/augment_crop is not implemented (set both off, or use "
+                "the opacus recipe)",
+            )
 
 
 def _check_device(cfg: Any, field_name: str) -> None:
@@ -270,6 +371,13 @@ class TorchCNNConfig(TorchTrainConfig):
         _as_int_tuple(self, "channels")
         if not self.channels:
             _fail(self, "channels", "expected at least one convolution block")
+        if self.dp is not None:
+            _fail(
+                self,
+                "dp",
+                "DP-SGD is implemented for torch-mlp only; train CNNs with DP-SGD with the "
+                "opacus recipe (make_recipe('opacus', model='pkg.module:factory', ...))",
+            )
 
 
 # ----------------------------------------------------------------------------- results
@@ -297,6 +405,9 @@ class ModelResult:
     weights_format : {"safetensors", "skops"} or None
     final_loss : float or None
         Mean training loss over the last epoch (torch recipes).
+    privacy : dict or None
+        DP-SGD runs: ``epsilon`` (by the accountant), ``delta``, ``accountant``,
+        ``noise_multiplier``, ``max_grad_norm``, ``sample_rate``, ``steps``; None otherwise.
     """
 
     model_id: int
@@ -309,6 +420,7 @@ class ModelResult:
     weights: Any = None
     weights_format: WeightsFormat | None = None
     final_loss: float | None = None
+    privacy: dict[str, Any] | None = None
 
 
 def accuracies(
@@ -406,7 +518,11 @@ def _jsonable(value: Any) -> Any:
 #: ``miaudit.recipes`` entry points of other packages.
 RECIPES: Registry[type[Recipe]] = Registry(
     "training recipe",
-    modules=("miaudit.train.ensemble", "miaudit.train.sklearn_recipe"),
+    modules=(
+        "miaudit.train.ensemble",
+        "miaudit.train.sklearn_recipe",
+        "miaudit.train.opacus_recipe",
+    ),
     entry_points="miaudit.recipes",
 )
 

@@ -1,0 +1,1 @@
+"""The ``opacus`` recipe (work in progress)."""
