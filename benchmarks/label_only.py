@@ -17,7 +17,7 @@ to the data box [0, 1]:
 
 Printed: queries per record (mean / max), records per second, AUC and balanced accuracy, and the
 speed ratio. Target: ≥ 10× ART's records/s at equal or better AUC. No asserts (timings are noisy
-on shared machines). Run:  python benchmarks/label_only.py [--records N] [--budgets 100,200] ...
+on shared machines). Run:  python benchmarks/label_only.py [--records N] [--budgets 120,200] ...
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
         "--train", type=int, default=4_000, help="training records of the model (members)"
     )
     parser.add_argument(
-        "--budgets", default="100,200", help="miaudit queries per record (comma-separated)"
+        "--budgets", default="120,200", help="miaudit queries per record (comma-separated)"
     )
     parser.add_argument("--art-max-iter", type=int, default=5)
     parser.add_argument("--art-max-eval", type=int, default=100)

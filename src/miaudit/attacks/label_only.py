@@ -81,12 +81,12 @@ IMAGE_QUERIES = ("identity", "mirror", "shifts")
 DEFAULT_BUDGET = 200
 #: Random directions per gradient estimate of the boundary search (HopSkipJump's B).
 DEFAULT_DIRECTIONS = 16
-#: Step sizes tried at once per iteration: ``eps * 2**-j`` for ``j < DEFAULT_STEPS``.
-DEFAULT_STEPS = 4
+#: Candidates per iteration: HopSkipJump's step and ``DEFAULT_STEPS - 1`` points on the ray.
+DEFAULT_STEPS = 2
 #: Ratio of consecutive distances tried along the estimated normal from the record.
 RAY_SHRINK = 0.8
 #: Bisection steps of each projection onto the boundary.
-DEFAULT_BISECTIONS = 10
+DEFAULT_BISECTIONS = 8
 #: Probe radius of the gradient estimate, as a fraction of ``distance / sqrt(d)``.
 PROBE_SCALE = 1.0
 #: Rows per call to the target during the boundary search (bounds memory).
