@@ -426,7 +426,7 @@ class RayExecutor:
         """A finished task's ``(result, info)``; Ray's errors other than ``fn``'s own become
         :class:`RayTaskFailedError` naming the task."""
         try:
-            return ray.get(ref)  # type: ignore[no-any-return]
+            return ray.get(ref)
         except ray.exceptions.RayTaskError:
             raise  # fn raised: re-raised as its own class
         except ray.exceptions.RayError as exc:
