@@ -444,10 +444,10 @@ def gradient_norm_attack(ctx: AttackContext, p: float = DEFAULT_GRAD_P) -> NDArr
                         )
                         / n
                     )
-                    g = torch.autograd.grad(nll, params, allow_unused=True)
+                    raw = torch.autograd.grad(nll, params, allow_unused=True)
                     g = [
                         torch.zeros_like(q) if gi is None else gi
-                        for gi, q in zip(g, params, strict=True)
+                        for gi, q in zip(raw, params, strict=True)
                     ]
                     grads = g if grads is None else [a + b for a, b in zip(grads, g, strict=True)]
                 assert grads is not None

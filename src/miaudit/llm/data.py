@@ -133,7 +133,7 @@ def _rows(path: Path) -> list[Any]:
     if suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict("records")  # type: ignore[no-any-return]
+        return list(pd.read_parquet(path).to_dict("records"))
     text = _read_text(path)
     if suffix == ".jsonl":
         rows = []

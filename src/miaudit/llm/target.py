@@ -196,7 +196,7 @@ class LanguageModelTarget:
         self.model = model
         self.tokenizer = tokenizer
         if device is not None:
-            self.model.to(device)
+            self.model.to(torch.device(device))  # type: ignore[arg-type]
         self.device = next(model.parameters()).device
         self.batch_size = batch_size
         self.max_length = self._context_length(max_length)
@@ -331,7 +331,7 @@ class LanguageModelTarget:
         pre: list[int] = []
         if prefix is not None:
             pre = self.encode([prefix], name="prefix", min_tokens=1)[0]
-        windows = []
+        windows: list[_Window] = []
         for i, ids in enumerate(encoded):
             # A long prefix is cut from the left: it keeps at most what leaves the text the
             # rest of the context, and at least half the context.
@@ -382,7 +382,7 @@ class LanguageModelTarget:
         targets = ids.reshape(-1)[rows + 1]
         ll, mu, sd = _vocab_reductions(flat, rows, targets, moments)
         sizes = [len(w.ids) - w.first for w in batch]
-        cols = [ll] + ([mu, sd] if moments else [])
+        cols = [ll] + ([mu, sd] if moments and mu is not None and sd is not None else [])
         split = [torch.split(c.double().cpu(), sizes) for c in cols]
         return [tuple(s[r].numpy() for s in split) for r in range(b)]
 

@@ -1,0 +1,364 @@
+"""One call from texts and a language model to a saved audit report.
+
+:func:`audit_texts` runs, in order: the duplicate check between members and non-members
+(reported, or removed), the attacks (the one-pass attacks share one forward pass per batch),
+the blind baseline (no model) and its verdict, then :func:`miaudit.audit.result.build_result`.
+The LLM-specific findings go into ``result.config["llm"]`` (so they appear in ``metrics.json``
+and in the report's configuration section) and the blind scores into extra ``blind_*`` columns
+of ``result.scores`` (``scores.csv``); they are never attacks in the metrics table.
+
+:func:`audit_canaries` evaluates randomised canaries: per repetition tier, the inserted
+canaries against the never-inserted controls, and their exposure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from miaudit.audit.result import AuditResult, build_result
+from miaudit.exceptions import ValidationError
+from miaudit.llm.attacks import (
+    DEFAULT_K,
+    LLM_ATTACKS,
+    ONE_PASS_ATTACKS,
+    AttackContext,
+    attack_info,
+    check_k,
+)
+from miaudit.llm.blind import blind_baseline, blind_verdict
+from miaudit.llm.canaries import DEFAULT_CANDIDATES, CanarySet, exposure
+from miaudit.llm.data import (
+    DEFAULT_NGRAM,
+    DEFAULT_OVERLAP_THRESHOLD,
+    TextSplit,
+    find_duplicates,
+    remove_duplicates,
+)
+from miaudit.llm.target import DEFAULT_BATCH_SIZE, LanguageModelTarget, as_target
+from miaudit.metrics import DEFAULT_FPRS, tpr_at_fpr
+from miaudit.registry import check_call
+
+__all__ = ["audit_canaries", "audit_texts"]
+
+_LOG = logging.getLogger("miaudit")
+#: FPR of the per-tier canary table.
+CANARY_FPR = 1e-2
+
+
+def _run_attacks(
+    target: LanguageModelTarget,
+    texts: list[str],
+    names: Sequence[str],
+    *,
+    k: float,
+    reference: Any,
+    mask_model: Any,
+    recall_prefix: Sequence[str] | None,
+    params: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    quiet: bool | None,
+) -> dict[str, NDArray[np.float64]]:
+    specs = [LLM_ATTACKS.get(n) for n in names]
+    for key in params:
+        if key not in names:
+            raise ValidationError(f"params: {key!r} is not among the attacks ({', '.join(names)})")
+    for a in specs:
+        check_call(a.fn, f"LLM attack {a.name!r}", None, **params.get(a.name, {}))
+    ref = None if reference is None else as_target(reference, name="reference")
+    ctx = AttackContext(
+        texts=texts,
+        target=target,
+        k=check_k(k),
+        moments=any(a.needs_moments for a in specs),
+        reference=ref,
+        mask_model=mask_model,
+        recall_prefix=None if recall_prefix is None else list(recall_prefix),
+        seed=seed,
+        quiet=quiet,
+    )
+    return {a.name: a.fn(ctx, **params.get(a.name, {})) for a in specs}
+
+
+def audit_texts(
+    members: Sequence[str] | TextSplit,
+    non_members: Sequence[str] | None = None,
+    *,
+    model: Any,
+    tokenizer: Any = None,
+    attacks: Sequence[str] | None = None,
+    k: float = DEFAULT_K,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
+    max_length: int | None = None,
+    reference: Any = None,
+    mask_model: tuple[Any, Any] | None = None,
+    recall_prefix: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    member_ids: Sequence[str] | None = None,
+    non_member_ids: Sequence[str] | None = None,
+    duplicates: Literal["report", "remove"] = "report",
+    ngram: int = DEFAULT_NGRAM,
+    overlap_threshold: float = DEFAULT_OVERLAP_THRESHOLD,
+    blind: bool = True,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    seed: int = 0,
+    quiet: bool | None = None,
+    output_dir: str | Path | None = None,
+) -> AuditResult:
+    """Membership audit of a language model on member and non-member texts.
+
+    Parameters
+    ----------
+    members : sequence of str, or TextSplit
+        Texts the model trained on (or a :class:`~miaudit.llm.data.TextSplit` holding both
+        sets and their ids; then ``non_members`` must be None).
+    non_members : sequence of str
+        Texts it did not train on, from the same distribution.
+    model : str, Path, transformers model or LanguageModelTarget
+        A local folder (loaded with ``local_files_only=True``), or an in-memory model with
+        ``tokenizer``.
+    attacks : sequence of str, optional
+        Default: the four one-pass attacks (``loss``, ``zlib``, ``min_k``,
+        ``min_k_plus_plus``) plus ``lowercase``; add ``reference``, ``recall``,
+        ``neighbourhood`` and ``gradient_norm`` with their resources.
+    k, batch_size, device, max_length, reference, mask_model, recall_prefix, params
+        As :func:`miaudit.llm.score_texts`.
+    duplicates : {"report", "remove"}
+        Near-duplicates (word ``ngram``-gram overlap ≥ ``overlap_threshold``) are reported in
+        ``config["llm"]["duplicates"]``; with ``"remove"`` they are dropped before scoring.
+    blind : bool
+        Run the blind baseline and its verdict (default; strongly recommended).
+    fprs : sequence of float
+        FPRs of the metrics.
+    seed : int
+        Seed of the blind folds, the bootstrap and the neighbours.
+    quiet : bool, optional
+        Progress bars (``None``: on a terminal).
+    output_dir : str or Path, optional
+        When given, the result is saved there (``metrics.json``, ``scores.csv``,
+        ``report.html``, ...).
+
+    Returns
+    -------
+    AuditResult
+        ``config["llm"]`` holds ``blind_baseline`` (verdict, AUCs, TPRs, message),
+        ``duplicates``, ``n_members``, ``n_non_members`` and ``attacks`` (formula variants).
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if isinstance(members, TextSplit):
+        if non_members is not None:
+            raise ValidationError("non_members: already given by the TextSplit in members")
+        split = members
+    else:
+        if non_members is None:
+            raise ValidationError("non_members: expected a sequence of texts, got None")
+        split = TextSplit(
+            list(members),
+            list(non_members),
+            list(member_ids or []),
+            list(non_member_ids or []),
+        )
+    if duplicates not in ("report", "remove"):
+        raise ValidationError(f"duplicates: expected 'report' or 'remove', got {duplicates!r}")
+    if duplicates == "remove":
+        split, dup = remove_duplicates(split, n=ngram, threshold=overlap_threshold)
+    else:
+        dup = find_duplicates(
+            split.members, split.non_members, n=ngram, threshold=overlap_threshold
+        )
+    if dup.near_duplicates and duplicates == "report":
+        _LOG.warning(
+            "%d non-members are near-duplicates of members (%d-gram overlap >= %.2f); "
+            "consider duplicates='remove'",
+            len(dup.near_duplicates),
+            ngram,
+            overlap_threshold,
+        )
+    timings["duplicates"] = time.perf_counter() - t0
+
+    names = list(attacks) if attacks is not None else [*ONE_PASS_ATTACKS, "lowercase"]
+    kw: dict[str, Any] = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    target = as_target(model, tokenizer, **{k_: v for k_, v in kw.items() if v is not None})
+    texts = split.texts
+    is_member = np.array(split.is_member, dtype=bool)
+    t1 = time.perf_counter()
+    scores = _run_attacks(
+        target,
+        texts,
+        names,
+        k=k,
+        reference=reference,
+        mask_model=mask_model,
+        recall_prefix=recall_prefix,
+        params=dict(params or {}),
+        seed=seed,
+        quiet=quiet,
+    )
+    timings["attacks"] = time.perf_counter() - t1
+    return _finish(
+        scores,
+        is_member,
+        texts,
+        split.record_ids,
+        names,
+        params=dict(params or {}),
+        k=k,
+        blind=blind,
+        fprs=fprs,
+        seed=seed,
+        timings=timings,
+        extra={
+            "source": split.source,
+            "duplicates": {**dup.to_dict(), "action": duplicates},
+        },
+        output_dir=output_dir,
+    )
+
+
+def _finish(
+    scores: Mapping[str, NDArray[np.float64]],
+    is_member: NDArray[np.bool_],
+    texts: list[str],
+    record_ids: Sequence[str],
+    names: Sequence[str],
+    *,
+    params: Mapping[str, Mapping[str, Any]],
+    k: float,
+    blind: bool,
+    fprs: Sequence[float],
+    seed: int,
+    timings: dict[str, float],
+    extra: dict[str, Any],
+    output_dir: str | Path | None,
+) -> AuditResult:
+    infos = {}
+    for n in names:
+        info = attack_info(n, **params.get(n, {}))
+        if n in ("min_k", "min_k_plus_plus"):
+            info["params"] = {**info["params"], "k": k}
+        infos[n] = info
+    t2 = time.perf_counter()
+    result = build_result(
+        {n: np.asarray(scores[n], dtype=np.float64)[None, :] for n in names},
+        is_member[None, :],
+        np.asarray(record_ids, dtype=object),
+        None,
+        ["target"],
+        fprs=fprs,
+        seed=seed,
+        attacks=infos,
+    )
+    timings["metrics"] = time.perf_counter() - t2
+    llm: dict[str, Any] = {
+        "n_members": int(is_member.sum()),
+        "n_non_members": int((~is_member).sum()),
+        "attacks": {n: infos[n]["formula"] for n in names},
+        "n_nan_scores": {n: int(np.isnan(scores[n]).sum()) for n in names},
+        **extra,
+    }
+    if blind:
+        t3 = time.perf_counter()
+        bscores = blind_baseline(texts, is_member, seed=seed)
+        verdict = blind_verdict(
+            bscores,
+            is_member,
+            {n: scores[n] for n in names},
+            fpr=result.headline_fpr,
+            seed=seed,
+        )
+        for name, s in bscores.items():
+            result.scores[f"blind_{name}"] = s
+        llm["blind_baseline"] = verdict.to_dict()
+        if verdict.withhold or verdict.distinguishable:
+            _LOG.warning("%s", verdict.message)
+        timings["blind_baseline"] = time.perf_counter() - t3
+    result.timings.update(timings)
+    result.config = {**result.config, "mode": "llm", "llm": llm}
+    if output_dir is not None:
+        result.save(output_dir)
+    return result
+
+
+def audit_canaries(
+    target: LanguageModelTarget,
+    canaries: CanarySet,
+    *,
+    attacks: Sequence[str] = ("loss", "min_k_plus_plus"),
+    k: float = DEFAULT_K,
+    fpr: float = CANARY_FPR,
+    n_candidates: int = DEFAULT_CANDIDATES,
+    exposure_per_tier: int | None = None,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> pd.DataFrame:
+    """Per repetition tier: TPR at ``fpr`` of each attack (inserted canaries of the tier vs all
+    never-inserted controls), its AUC, and the mean exposure of the tier's inserted canaries.
+
+    Parameters
+    ----------
+    exposure_per_tier : int, optional
+        Exposure of at most this many inserted canaries per tier (and as many controls),
+        ``n_candidates`` passes each; ``None``: all. ``0``: skip exposure.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tier plus a ``"control"`` row (exposure of never-inserted canaries):
+        ``n``, ``tpr_<attack>``, ``auc_<attack>``, ``exposure_mean``, ``exposure_max``.
+    """
+    from miaudit.metrics import auc
+
+    if not (canaries.inserted.any() and (~canaries.inserted).any()):
+        raise ValidationError("canaries: need both inserted canaries and never-inserted controls")
+    scores = _run_attacks(
+        target,
+        canaries.texts,
+        list(attacks),
+        k=k,
+        reference=None,
+        mask_model=None,
+        recall_prefix=None,
+        params={},
+        seed=seed,
+        quiet=quiet,
+    )
+    controls = np.flatnonzero(~canaries.inserted)
+    rng = np.random.default_rng(seed)
+    rows = []
+    groups = [
+        (int(t), np.flatnonzero(canaries.inserted & (canaries.tier == t)))
+        for t in sorted(set(canaries.tier.tolist()))
+    ]
+    for tier, members in [*groups, ("control", controls)]:
+        row: dict[str, Any] = {"tier": tier, "n": len(members)}
+        if tier != "control" and len(members):
+            idx = np.concatenate([members, controls])
+            lab = np.r_[np.ones(len(members), bool), np.zeros(len(controls), bool)]
+            for a in attacks:
+                row[f"tpr_{a}"] = tpr_at_fpr(scores[a][idx], lab, fpr).tpr
+                row[f"auc_{a}"] = auc(scores[a][idx], lab)
+        if exposure_per_tier != 0 and len(members):
+            pick = members
+            if exposure_per_tier is not None and len(members) > exposure_per_tier:
+                pick = np.sort(rng.choice(members, exposure_per_tier, replace=False))
+            ex = exposure(
+                target,
+                canaries,
+                which=pick.tolist(),
+                n_candidates=n_candidates,
+                seed=seed,
+                quiet=quiet,
+            )
+            row["exposure_mean"] = float(ex.mean())
+            row["exposure_max"] = float(ex.max())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("tier")

@@ -1,0 +1,248 @@
+r"""Blind baselines: can members be told from non-members without the model?
+
+Das, Zhang & Tramèr ("Blind Baselines Beat Membership Inference Attacks for Foundation
+Models", 2024) show that on several published LLM membership benchmarks a classifier that never
+queries the model beats every attack (WikiMIA AUC 83.9 → 99.0 with a bag of words): members and
+non-members were collected differently (dates, topics, lengths), and the attacks measured that
+shift rather than membership. An audit must therefore run a blind baseline on the same split and
+withhold its leakage verdict when the baseline does as well as the best attack.
+
+Blind scores (all out-of-fold: each record is scored by a model fitted on the other folds,
+``n_folds`` stratified folds from ``seed``, so no record's own label is used to score it):
+
+``bag_of_words``
+    TF-IDF of word 1- and 2-grams (sublinear tf) and an L2 logistic regression; the score is
+    the decision function.
+``year``
+    The largest year 1000–2099 written in the text (regex), the direction (newer or older =
+    member) chosen on the training folds; texts without a year get the training folds' median.
+``length``
+    The number of characters, direction chosen on the training folds.
+
+Verdict (:func:`blind_verdict`)
+    * ``distinguishable``: the best blind AUC's bootstrap interval lies above 0.5.
+    * ``withhold``: the best blind TPR at the headline FPR is at least the best attack's — the
+      attacks cannot be shown to measure membership rather than the shift.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from miaudit._validation import check_both_classes, check_membership
+from miaudit.exceptions import ValidationError
+from miaudit.llm.target import check_texts
+from miaudit.metrics import auc, auc_interval, tpr_at_fpr
+
+__all__ = [
+    "BLIND_METHODS",
+    "DEFAULT_FOLDS",
+    "BlindVerdict",
+    "blind_baseline",
+    "blind_verdict",
+    "largest_year",
+]
+
+#: The blind scores :func:`blind_baseline` computes.
+BLIND_METHODS = ("bag_of_words", "year", "length")
+#: Folds of the out-of-fold blind scores.
+DEFAULT_FOLDS = 5
+#: Years the date detector recognises (Das et al. use the largest year in the text).
+_YEAR = re.compile(r"(?<!\d)(1\d{3}|20\d{2})(?!\d)")
+#: Inverse regularisation of the bag-of-words logistic regression (scikit-learn's default).
+LOGREG_C = 1.0
+#: Bootstrap resamples of the blind AUC interval.
+BLIND_BOOTSTRAP = 500
+
+
+def largest_year(text: str) -> float:
+    """The largest year 1000–2099 written in ``text``, or NaN if none."""
+    years = [int(y) for y in _YEAR.findall(text)]
+    return float(max(years)) if years else float("nan")
+
+
+def _folds(is_member: NDArray[np.bool_], n_folds: int, seed: int) -> list[NDArray[np.intp]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(min(is_member.sum(), (~is_member).sum()))
+    k = min(n_folds, smallest)
+    if k < 2:
+        raise ValidationError(
+            "is_member: the blind baseline needs at least 2 members and 2 non-members "
+            f"(got {int(is_member.sum())} and {int((~is_member).sum())})"
+        )
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in skf.split(np.zeros(len(is_member)), is_member)]
+
+
+def _oriented_feature(
+    x: NDArray[np.float64], is_member: NDArray[np.bool_], folds: list[NDArray[np.intp]]
+) -> NDArray[np.float64]:
+    """Out-of-fold ``±x``: sign and NaN fill chosen on the training folds only."""
+    out = np.empty_like(x)
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(x)), test)
+        xt = x[train]
+        ok = ~np.isnan(xt)
+        fill = float(np.median(xt[ok])) if ok.any() else 0.0
+        xt = np.where(ok, xt, fill)
+        m = is_member[train]
+        sign = 1.0
+        if m.any() and (~m).any() and np.ptp(xt) > 0:
+            sign = 1.0 if auc(xt, m) >= 0.5 else -1.0
+        out[test] = sign * np.where(np.isnan(x[test]), fill, x[test])
+    return out
+
+
+def blind_baseline(
+    texts: Sequence[str],
+    is_member: ArrayLike,
+    *,
+    methods: Sequence[str] = BLIND_METHODS,
+    n_folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> dict[str, NDArray[np.float64]]:
+    """Out-of-fold blind scores (higher = member) of each method, shape ``(n,)`` each."""
+    t = check_texts(texts)
+    m = check_membership(is_member)
+    if len(m) != len(t):
+        raise ValidationError(f"is_member: {len(m)} labels for {len(t)} texts")
+    check_both_classes(m)
+    for name in methods:
+        if name not in BLIND_METHODS:
+            raise ValidationError(
+                f"methods: unknown blind method {name!r}; valid: {', '.join(BLIND_METHODS)}"
+            )
+    folds = _folds(m, n_folds, seed)
+    out: dict[str, NDArray[np.float64]] = {}
+    for name in methods:
+        if name == "bag_of_words":
+            out[name] = _bag_of_words(t, m, folds, seed)
+        elif name == "year":
+            out[name] = _oriented_feature(np.array([largest_year(x) for x in t]), m, folds)
+        else:
+            out[name] = _oriented_feature(np.array([float(len(x)) for x in t]), m, folds)
+    return out
+
+
+def _bag_of_words(
+    texts: list[str], is_member: NDArray[np.bool_], folds: list[NDArray[np.intp]], seed: int
+) -> NDArray[np.float64]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    out = np.empty(len(texts), dtype=np.float64)
+    arr = np.array(texts, dtype=object)
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(texts)), test)
+        clf = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            LogisticRegression(C=LOGREG_C, max_iter=1000, random_state=seed),
+        )
+        clf.fit(arr[train], is_member[train])
+        out[test] = clf.decision_function(arr[test])
+    return out
+
+
+@dataclass
+class BlindVerdict:
+    """Whether the split is distinguishable without the model, and whether to withhold.
+
+    Attributes
+    ----------
+    fpr : float
+        The FPR at which TPRs are compared (the report's headline FPR).
+    blind_auc : dict of str to (auc, low, high)
+    blind_tpr : dict of str to float
+        TPR at ``fpr`` of each blind method.
+    best_blind : str
+    best_attack : str or None
+    attack_tpr : float or None
+        The best attack's TPR at ``fpr``.
+    distinguishable : bool
+        The best blind AUC's interval lies above 0.5.
+    withhold : bool
+        ``blind TPR ≥ best attack TPR`` at ``fpr``: no membership verdict can be given.
+    message : str
+    """
+
+    fpr: float
+    blind_auc: dict[str, tuple[float, float, float]]
+    blind_tpr: dict[str, float]
+    best_blind: str
+    best_attack: str | None
+    attack_tpr: float | None
+    distinguishable: bool
+    withhold: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def blind_verdict(
+    blind_scores: Mapping[str, NDArray[np.float64]],
+    is_member: ArrayLike,
+    attack_scores: Mapping[str, NDArray[np.float64]] | None = None,
+    *,
+    fpr: float = 1e-2,
+    seed: int = 0,
+) -> BlindVerdict:
+    """Compare blind scores with the attacks' at ``fpr`` (see the module docstring)."""
+    if not blind_scores:
+        raise ValidationError("blind_scores: expected at least one blind method")
+    m = check_membership(is_member)
+    aucs: dict[str, tuple[float, float, float]] = {}
+    tprs: dict[str, float] = {}
+    for name, s in blind_scores.items():
+        lo, hi = auc_interval(s, m, n_bootstrap=BLIND_BOOTSTRAP, rng=seed)
+        aucs[name] = (auc(s, m), lo, hi)
+        tprs[name] = tpr_at_fpr(s, m, fpr).tpr
+    best_blind = max(blind_scores, key=lambda k: (tprs[k], aucs[k][0]))
+    by_auc = max(aucs, key=lambda k: aucs[k][0])
+    distinguishable = aucs[by_auc][1] > 0.5
+    best_attack, attack_tpr = None, None
+    if attack_scores:
+        a_tpr = {k: tpr_at_fpr(v, m, fpr).tpr for k, v in attack_scores.items()}
+        best_attack = max(a_tpr, key=lambda k: a_tpr[k])
+        attack_tpr = a_tpr[best_attack]
+    withhold = attack_tpr is not None and tprs[best_blind] >= attack_tpr
+    pct = f"{100 * fpr:g}%"
+    parts = []
+    if distinguishable:
+        a, lo, hi = aucs[by_auc]
+        parts.append(
+            f"Members and non-members are distinguishable WITHOUT the model: the blind "
+            f"{by_auc} baseline has AUC {a:.3f} [{lo:.3f}–{hi:.3f}]; the split is shifted."
+        )
+    else:
+        parts.append("No blind baseline tells members from non-members (AUC interval covers 0.5).")
+    if withhold:
+        parts.append(
+            f"Verdict withheld: at {pct} FPR the blind {best_blind} baseline reaches TPR "
+            f"{tprs[best_blind]:.3f} ≥ the best attack's ({best_attack}, {attack_tpr:.3f}); "
+            "the attacks' success cannot be attributed to membership."
+        )
+    elif attack_tpr is not None:
+        parts.append(
+            f"The best attack ({best_attack}, TPR {attack_tpr:.3f} at {pct} FPR) beats every "
+            f"blind baseline (best {best_blind}, {tprs[best_blind]:.3f})."
+        )
+    return BlindVerdict(
+        fpr=float(fpr),
+        blind_auc=aucs,
+        blind_tpr=tprs,
+        best_blind=best_blind,
+        best_attack=best_attack,
+        attack_tpr=attack_tpr,
+        distinguishable=bool(distinguishable),
+        withhold=bool(withhold),
+        message=" ".join(parts),
+    )
