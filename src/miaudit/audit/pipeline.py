@@ -96,7 +96,7 @@ SCORING_SOURCES = (
 
 
 @functools.cache
-def scoring_codecontent_hash() -> str:
+def scoring_code_hash() -> str:
     """SHA-256 of the package version and of the :data:`SCORING_SOURCES` files."""
     import miaudit
 
@@ -119,7 +119,7 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
     key = {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": dict(bound.arguments),
-        "code": scoring_codecontent_hash(),
+        "code": scoring_code_hash(),
     }
     if not cls.__module__.startswith("miaudit."):
         # An attack registered by the user: its own module's source is part of the key.
