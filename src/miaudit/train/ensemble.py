@@ -624,7 +624,11 @@ def train_ensemble_dp(
     last_epoch_start = total - np.array(per_epoch)
     expected = np.array([s.sample_rate * n for s, n in zip(schedules, sizes, strict=True)])
     sigmas = np.array([s.noise_multiplier for s in schedules])
-    noise_std = torch.from_numpy(sigmas * dp.max_grad_norm / expected)
+    noise_std = [float(v) for v in sigmas * dp.max_grad_norm / expected]
+    threads = torch.get_num_threads()
+    # one Mersenne Twister per model draws its noise serially: with spare intra-op threads,
+    # the models' draws run side by side
+    pool = ThreadPoolExecutor(min(threads, k)) if threads > 1 and k > 1 else None
     samplers = [
         np.random.default_rng(model_seed(cfg.seed, int(i), ORDER_STREAM)) for i in model_ids
     ]
@@ -642,53 +646,57 @@ def train_ensemble_dp(
     last_loss = np.zeros(k)
     gathered: torch.Tensor | None = None
     widened: torch.Tensor | None = None
-    for t in range(rates.shape[0]):
-        picks = [
-            subset[poisson_sample(rng, subset.size, sch.sample_rate)]
-            for subset, rng, sch in zip(subsets, samplers, schedules, strict=True)
-        ]
-        counts = [p.size for p in picks]
-        width = max(DP_BATCH_ROUND, -(-max(counts) // DP_BATCH_ROUND) * DP_BATCH_ROUND)
-        idx = np.empty((k, width), dtype=np.int64)
-        weight = torch.zeros(k, width)
-        for j, p in enumerate(picks):
-            idx[j, : p.size] = p
-            idx[j, p.size :] = subsets[j][0]
-            weight[j, : p.size] = weight_per_row[j]
-        idx_t = torch.from_numpy(idx).view(-1).to(device, non_blocking=True)
-        gathered = _gather(source, idx_t, gathered)
-        rows = gathered[: k * width]
-        if rows.dtype != torch.float32:
-            if widened is None or widened.shape[0] < rows.shape[0]:
-                widened = torch.empty(gathered.shape, device=device)
-            rows = widened[: k * width].copy_(rows)
-        rows = rows.view(k, width, -1)
-        masks = None
-        if cfg.dropout:
-            masks = []
-            for h in widths:
-                m = torch.zeros(k, width, h)
-                for j, g in enumerate(dropout_generators):
-                    m[j, : counts[j]] = (torch.rand((counts[j], h), generator=g) >= cfg.dropout)
-                masks.append(m.div_(1.0 - cfg.dropout).to(device))
-        need_loss = bool((t >= last_epoch_start).any())
-        loss, _ = net.dp_loss_and_grad(
-            rows,
-            y[idx_t].view(k, width),
-            weight.to(device),
-            max_grad_norm=dp.max_grad_norm,
-            input_sq_norms=row_sq[idx_t].view(k, width),
-            label_smoothing=cfg.label_smoothing,
-            dropout_masks=masks,
-            grad_decay=optimizer.grad_decay(),
-            need_loss=need_loss,
-        )
-        _add_noise(storage, noise, noise_std, noise_generators)
-        optimizer.step(rates[t])
-        if need_loss:
-            assert loss is not None
-            counting = (t >= last_epoch_start) & (t < total)
-            last_loss += np.where(counting, loss.cpu().numpy(), 0.0)
+    try:
+        for t in range(rates.shape[0]):
+            picks = [
+                subset[poisson_sample(rng, subset.size, sch.sample_rate)]
+                for subset, rng, sch in zip(subsets, samplers, schedules, strict=True)
+            ]
+            counts = [p.size for p in picks]
+            width = max(DP_BATCH_ROUND, -(-max(counts) // DP_BATCH_ROUND) * DP_BATCH_ROUND)
+            idx = np.empty((k, width), dtype=np.int64)
+            weight = torch.zeros(k, width)
+            for j, p in enumerate(picks):
+                idx[j, : p.size] = p
+                idx[j, p.size :] = subsets[j][0]
+                weight[j, : p.size] = weight_per_row[j]
+            idx_t = torch.from_numpy(idx).view(-1).to(device, non_blocking=True)
+            gathered = _gather(source, idx_t, gathered)
+            rows = gathered[: k * width]
+            if rows.dtype != torch.float32:
+                if widened is None or widened.shape[0] < rows.shape[0]:
+                    widened = torch.empty(gathered.shape, device=device)
+                rows = widened[: k * width].copy_(rows)
+            rows = rows.view(k, width, -1)
+            masks = None
+            if cfg.dropout:
+                masks = []
+                for h in widths:
+                    m = torch.zeros(k, width, h)
+                    for j, g in enumerate(dropout_generators):
+                        m[j, : counts[j]] = (torch.rand((counts[j], h), generator=g) >= cfg.dropout)
+                    masks.append(m.div_(1.0 - cfg.dropout).to(device))
+            need_loss = bool((t >= last_epoch_start).any())
+            loss, _ = net.dp_loss_and_grad(
+                rows,
+                y[idx_t].view(k, width),
+                weight.to(device),
+                max_grad_norm=dp.max_grad_norm,
+                input_sq_norms=row_sq[idx_t].view(k, width),
+                label_smoothing=cfg.label_smoothing,
+                dropout_masks=masks,
+                grad_decay=optimizer.grad_decay(),
+                need_loss=need_loss,
+            )
+            _add_noise(storage, noise, noise_std, noise_generators, pool)
+            optimizer.step(rates[t])
+            if need_loss:
+                assert loss is not None
+                counting = (t >= last_epoch_start) & (t < total)
+                last_loss += np.where(counting, loss.cpu().numpy(), 0.0)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return last_loss / np.array(per_epoch), schedules
 
 
@@ -705,18 +713,26 @@ def _gather(source: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None) -
 def _add_noise(
     storage: Sequence[torch.Tensor],
     noise: torch.Tensor,
-    std: torch.Tensor,
+    std: Sequence[float],
     generators: Sequence[torch.Generator],
+    pool: ThreadPoolExecutor | None = None,
 ) -> None:
     """``p.grad += N(0, std_k²)`` for every coordinate of model ``k``: one draw of all its
     coordinates from its own generator on the CPU (``noise``, ``(K, P)``), then added to each
-    stored tensor's gradient."""
-    for j, g in enumerate(generators):
-        std_j = float(std[j])
-        if std_j == 0.0:
+    stored tensor's gradient. Drawing is single-threaded per generator; with a ``pool`` the
+    models' draws run side by side (the result is the same)."""
+
+    def draw(j: int) -> None:
+        if std[j] == 0.0:
             noise[j].zero_()
         else:
-            noise[j].normal_(0.0, std_j, generator=g)
+            noise[j].normal_(0.0, std[j], generator=generators[j])
+
+    if pool is None:
+        for j in range(len(generators)):
+            draw(j)
+    else:
+        list(pool.map(draw, range(len(generators))))
     on = noise.to(storage[0].device, non_blocking=True)
     offset = 0
     for p in storage:
