@@ -54,7 +54,7 @@ def check_array(
         Target dtype (float64 by default: attack math is done in float64).
     """
     try:
-        arr = np.asarray(x, dtype=dtype)
+        arr: NDArray = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"{name}: expected a numeric array, got {type(x).__name__} ({exc})"
@@ -111,10 +111,10 @@ def check_membership(is_member: ArrayLike, name: str = "is_member") -> NDArray[n
                 f"{name}: membership contains {int(np.isnan(arr).sum())} NaN values; "
                 "it must be boolean or 0/1"
             )
-        bad = np.unique(arr[(arr != 0) & (arr != 1)])
-        if bad.size:
+        odd = np.unique(arr[(arr != 0) & (arr != 1)])
+        if odd.size:
             raise ValidationError(
-                f"{name}: membership must be boolean or 0/1; found values {bad[:5].tolist()}"
+                f"{name}: membership must be boolean or 0/1; found values {odd[:5].tolist()}"
             )
         return arr.astype(bool)
     raise ValidationError(f"{name}: membership must be boolean or 0/1, got dtype {arr.dtype}")

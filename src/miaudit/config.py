@@ -273,7 +273,7 @@ def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str,
     from miaudit.train.queries import QUERIES
     from miaudit.train.recipes import RECIPES
 
-    out = [
+    out: list[tuple[tuple[Any, ...], str, str, list[str]]] = [
         (("training", "recipe"), "training recipe", cfg.training.recipe, RECIPES.names()),
         (("executor",), "executor", cfg.executor, EXECUTORS.names()),
     ]

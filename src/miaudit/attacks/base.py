@@ -186,7 +186,7 @@ class AttackData:
     @property
     def n_references(self) -> int:
         if self.references is not None:
-            return int(self.references.shape[0])
+            return int(np.shape(self.references)[0])
         for (_, part), arr in self._cache.items():
             if part == "references":
                 return int(arr.shape[0])
@@ -208,6 +208,7 @@ class AttackData:
                     f"precomputed signal were given"
                 )
             labels = self.population_labels if part.startswith("population") else self.labels
+            assert labels is not None  # population outputs require population labels
             self._cache[key] = compute_signal(name, outputs, labels, kind=self.kind)
         return self._cache[key]
 

@@ -360,7 +360,9 @@ class RmiaOfflineAttack(_RmiaBase):
         super().__init__(gamma=gamma, vote=vote)
         if isinstance(a, str) and a != "auto":
             raise ValidationError(f"a: expected a number in [0, 1] or 'auto', got {a!r}")
-        self.a = a if a == "auto" else check_probability(a, "a", open_interval=False)
+        self.a: float | str = (
+            "auto" if a == "auto" else check_probability(float(a), "a", open_interval=False)
+        )
 
     def _a(self, data: AttackData) -> float:
         if self.a != "auto":

@@ -80,7 +80,7 @@ class _SignalThresholdAttack(Attack):
         if not self.class_thresholds:
             return target
         thresholds = self.class_thresholds_from_references(data)
-        return target - thresholds[data.labels]
+        return target - thresholds[np.asarray(data.labels)]
 
     def class_thresholds_from_references(self, data: AttackData) -> NDArray[np.float64]:
         """Per-class thresholds, shape (max label + 1,), calibrated on the reference models."""
@@ -88,7 +88,7 @@ class _SignalThresholdAttack(Attack):
         keep = np.asarray(data.keep)
         labels = np.broadcast_to(data.labels, ref.shape)
         overall = best_threshold(ref[keep], ref[~keep])
-        n_classes = int(data.labels.max()) + 1
+        n_classes = int(np.max(data.labels)) + 1
         out = np.full(n_classes, overall)
         for c in range(n_classes):
             sel = labels == c

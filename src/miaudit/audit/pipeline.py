@@ -116,19 +116,21 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
     cls = attacks.get(name)
     bound = inspect.signature(cls).bind_partial(**params)
     bound.apply_defaults()
-    key = {
+    key: dict[str, Any] = {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": dict(bound.arguments),
         "code": scoring_code_hash(),
     }
     if not cls.__module__.startswith("miaudit."):
         # An attack registered by the user: its own module's source is part of the key.
+        module = inspect.getmodule(cls)
         try:
-            key["attack_source"] = hashlib.sha256(
-                inspect.getsource(inspect.getmodule(cls)).encode()
-            ).hexdigest()
+            source = inspect.getsource(module) if module is not None else None
         except (OSError, TypeError):
-            key["attack_source"] = None
+            source = None
+        key["attack_source"] = (
+            hashlib.sha256(source.encode()).hexdigest() if source is not None else None
+        )
     return key
 
 

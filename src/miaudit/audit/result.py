@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from miaudit._format import format_fpr
 from miaudit.defaults import (
@@ -239,8 +239,8 @@ def headline(summary: MetricsSummary, attack: str, fpr: float) -> str:
 def per_record_vulnerability(
     scores: NDArray[np.float64],
     is_member: NDArray[np.bool_],
-    record_ids: Sequence[Any],
-    labels: NDArray[np.int64] | None,
+    record_ids: ArrayLike,
+    labels: NDArray | None,
     flag_fpr: float,
 ) -> pd.DataFrame:
     """How often each record is exposed across targets by one attack.

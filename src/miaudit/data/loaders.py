@@ -504,7 +504,9 @@ def load_cifar(path: str | Path, layout: CifarLayout, split: str, allow_pickle: 
             f"{folder} (only arrays, lists and bytes are unpickled even then)"
         )
     paths = [_existing(folder / f, what=f"{layout.name} batch") for f in files]
-    images, labels, ids = [], [], []
+    images: list[NDArray] = []
+    labels: list[NDArray] = []
+    ids: list[str] = []
     for p in paths:
         batch = read_cifar_batch(p)
         for key in (b"data", layout.label_key):

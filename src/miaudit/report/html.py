@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from miaudit._format import format_fpr
 from miaudit.defaults import TOP_RECORDS
 from miaudit.metrics import MetricsSummary
-from miaudit._format import format_fpr
 from miaudit.report.plots import plot_roc, plot_score_histograms
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
+from miaudit._format import format_fpr
 from miaudit._validation import check_array, check_membership, check_same_length
 from miaudit.exceptions import ValidationError
 from miaudit.metrics import MetricsSummary
-from miaudit._format import format_fpr
 
 __all__ = ["clipped_bin_edges", "plot_roc", "plot_score_histograms"]
 

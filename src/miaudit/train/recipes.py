@@ -363,7 +363,7 @@ class TorchCNNConfig(TorchTrainConfig):
     """
 
     hidden_sizes: tuple[int, ...] = (128,)
-    activation: str = "relu"
+    activation: ActivationName = "relu"
     channels: tuple[int, ...] = (32, 64)
 
     def __post_init__(self) -> None:
@@ -459,7 +459,7 @@ class Recipe(ABC):
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description of the recipe and config (the input of the config hash)."""
-        return {"recipe": self.name, "config": _jsonable(dataclasses.asdict(self.config))}
+        return {"recipe": self.name, "config": _jsonable(dataclasses.asdict(self.config))}  # type: ignore[call-overload]
 
     def models_per_chunk(self) -> int | None:
         """Models per work unit, or None to size chunks from the memory budget

@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -410,10 +410,10 @@ def _callable_predictor(
             return (lambda x: logits_from_proba(sk.predict(x))), model, "skops"
         return (lambda x: logits_from_proba(model.predict_proba(x))), None, None
     if callable(model):
-        kind = "probs" if output == "probs" else "logits"
-        target = CallableTarget(model, kind=kind)
+        kind: Literal["logits", "probs"] = "probs" if output == "probs" else "logits"
+        wrapped = CallableTarget(model, kind=kind)
         if kind == "probs":
-            return (lambda x: logits_from_proba(target.predict(x))), None, None
+            return (lambda x: logits_from_proba(wrapped.predict(x))), None, None
         return (lambda x: target.predict(x).astype(np.float32)), None, None
     raise ValidationError(
         f"callable recipe: train() returned {type(model).__name__}, which is neither a torch "
