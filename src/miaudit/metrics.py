@@ -191,6 +191,14 @@ def roc_curve(
     Notes
     -----
     The same as ``sklearn.metrics.roc_curve(is_member, scores, drop_intermediate=False)``.
+
+    Examples
+    --------
+    >>> scores = [0.9, 0.8, 0.35, 0.3, 0.1]
+    >>> is_member = [True, True, False, True, False]
+    >>> fpr, tpr, thresholds = roc_curve(scores, is_member)
+    >>> fpr.tolist(), tpr.round(4).tolist()
+    ([0.0, 0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.3333, 0.6667, 0.6667, 1.0, 1.0])
     """
     s, m, _ = _prepare(scores, is_member)
     c = _roc_counts(s, m)
@@ -220,6 +228,11 @@ def auc(scores: ArrayLike, is_member: ArrayLike) -> float:
     -------
     float
         In [0, 1]; 0.5 is chance.
+
+    Examples
+    --------
+    >>> auc([0.9, 0.8, 0.35, 0.3, 0.1], [True, True, False, True, False])  # 5 of 6 pairs ordered
+    0.8333333333333334
     """
     s, m, _ = _prepare(scores, is_member)
     return _auc(_roc_counts(s, m))
@@ -239,6 +252,11 @@ def advantage(scores: ArrayLike, is_member: ArrayLike) -> float:
     ----------
     scores, is_member : array-like of shape (n,)
         See :func:`roc_curve`.
+
+    Examples
+    --------
+    >>> advantage([0.9, 0.8, 0.35, 0.3, 0.1], [True, True, False, True, False])  # max TPR - FPR
+    0.6666666666666666
     """
     s, m, _ = _prepare(scores, is_member)
     return _advantage(_roc_counts(s, m))
@@ -255,6 +273,11 @@ def balanced_accuracy(scores: ArrayLike, is_member: ArrayLike) -> float:
     ----------
     scores, is_member : array-like of shape (n,)
         See :func:`roc_curve`.
+
+    Examples
+    --------
+    >>> balanced_accuracy([0.9, 0.8, 0.35, 0.3, 0.1], [True, True, False, True, False])
+    0.8333333333333333
     """
     s, m, _ = _prepare(scores, is_member)
     return 0.5 * (1.0 + _advantage(_roc_counts(s, m)))
@@ -306,6 +329,14 @@ def clopper_pearson(k: int, n: int, alpha: float = DEFAULT_ALPHA) -> tuple[float
     Returns
     -------
     (lo, hi) : tuple of float
+
+    Examples
+    --------
+    >>> lo, hi = clopper_pearson(5, 10)            # 5 successes in 10 trials, 95 % interval
+    >>> round(lo, 4), round(hi, 4)
+    (0.1871, 0.8129)
+    >>> clopper_pearson(0, 10)[0]                  # no success: the lower bound is 0
+    0.0
     """
     k = _check_count(k, "k")
     n = _check_count(n, "n")
@@ -446,6 +477,14 @@ def tpr_at_fpr(
     Returns
     -------
     TprAtFpr
+
+    Examples
+    --------
+    >>> r = tpr_at_fpr([0.9, 0.8, 0.35, 0.3, 0.1], [True, True, False, True, False], 0.5)
+    >>> r.tpr, r.fpr, r.threshold                  # all members found at one false positive
+    (1.0, 0.5, 0.3)
+    >>> tpr_at_fpr([0.9, 0.8, 0.35, 0.3, 0.1], [True, True, False, True, False], 0.01).reachable
+    False
     """
     s, m, _ = _prepare(scores, is_member)
     return _tpr_at_fpr(_roc_counts(s, m), check_probability(fpr, "fpr"), _check_alpha(alpha))
@@ -932,6 +971,17 @@ def summarize(
     Returns
     -------
     MetricsSummary
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> member = np.arange(2000) < 1000
+    >>> scores = rng.normal(size=2000) + member                 # members score 1 higher
+    >>> s = summarize(scores, member, fprs=[0.01], n_bootstrap=200)
+    >>> round(s.auc, 2), s.n_members, s.n_non_members
+    (0.75, 1000, 1000)
+    >>> 0.0 < s.at(0.01).tpr < 0.2
+    True
     """
     s, m, n_nan = _prepare(scores, is_member)
     targets = [

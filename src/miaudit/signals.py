@@ -143,6 +143,12 @@ def logit_scaled_confidence(
     Computed exactly as :math:`z_y - \log\sum_{j\ne y} e^{z_j}` (equivalently
     :math:`\log p_y - \log\sum_{j \ne y} p_j`), so a logit margin of 1,000 gives
     ``1000 - log(C - 1)``; the LiRA reference code's ``log(p + 1e-45)`` saturates at ±103.6.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logit_scaled_confidence(np.array([[2.0, 0.0, 0.0]]), np.array([0])).round(4)  # 2 - log 2
+    array([1.3069])
     """
     from scipy.special import logsumexp
 
@@ -153,7 +159,14 @@ def logit_scaled_confidence(
 def cross_entropy_loss(
     outputs: ArrayLike, labels: ArrayLike, kind: OutputKind = "logits"
 ) -> NDArray[np.float64]:
-    r"""Cross-entropy loss :math:`-\log p_y` (smaller for members; Yeom et al., CSF 2018)."""
+    r"""Cross-entropy loss :math:`-\log p_y` (smaller for members; Yeom et al., CSF 2018).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cross_entropy_loss(np.array([[2.0, 0.0, 0.0]]), np.array([0])).round(4)
+    array([0.2395])
+    """
     logp, lab = _prepare(outputs, labels, kind)
     return -_take(logp, lab)
 

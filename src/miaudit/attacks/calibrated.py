@@ -89,6 +89,15 @@ def attack_r_scores(
     -------
     ndarray of shape (n,)
         Mean over queries of the rank in [0, 1] (module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
+    >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
+    >>> attack_r_scores(target, reference, keep)   # above all OUT signals; at their median
+    array([1. , 0.5])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "out", "Attack-R")
@@ -119,6 +128,12 @@ def attack_p_scores(target: ArrayLike, population_target: ArrayLike) -> NDArray:
     ndarray of shape (n,)
         Mean over queries of the rank in [0, 1]; per query, a monotone function of the
         target's signal (Attack-P ranks records like the global threshold attack).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> attack_p_scores(np.array([0.5, 2.5]), np.array([0.0, 1.0, 2.0, 3.0])).round(4)
+    array([0.1667, 0.8333])
     """
     tgt = as_queries(target, "target", 1)
     pop = as_queries(population_target, "population_target", 1)
@@ -142,6 +157,15 @@ def calibrated_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) 
 
     Returns the mean over queries of :math:`s_\theta(x) - \overline{s}_{out}(x)`, shape (n,);
     shapes of the inputs as in :func:`attack_r_scores`; every record needs an OUT reference.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
+    >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
+    >>> calibrated_scores(target, reference, keep)   # target minus the mean OUT signal
+    array([1.75, 0.  ])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "out", "calibrated loss")
@@ -153,6 +177,15 @@ def sablayrolles_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike
 
     Returns the mean over queries of :math:`s_\theta(x) - (\overline{s}_{in}(x) +
     \overline{s}_{out}(x))/2`, shape (n,); every record needs an IN and an OUT reference.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
+    >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
+    >>> sablayrolles_scores(target, reference, keep)  # target minus the IN/OUT midpoint
+    array([ 0.95, -0.9 ])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "in", "Sablayrolles et al.")

@@ -367,6 +367,17 @@ def lira_scores(
     MissingRequirementError
         When some record lacks the IN (online) or OUT references it needs; the message says how
         many records.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
+    >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
+    >>> lira_scores(target, reference, keep, variance="global").round(2)
+    array([243.73, -32.66])
+    >>> lira_scores(target, reference, keep, online=False, variance="global").round(4)
+    array([-0.    , -0.6931])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     CENTERS.get(center)

@@ -202,6 +202,18 @@ def rmia_scores(
     -------
     ndarray of shape (n,)
         Fraction of population records :math:`z` with :math:`r(x)/r(z) > \gamma`, in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference = np.array([[0.9, 0.2], [0.8, 0.3], [0.3, 0.9], [0.2, 0.8]])  # Pr(y|x), 4 models
+    >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)
+    >>> population_target = np.array([0.5, 0.4, 0.6])
+    >>> population_reference = np.array(
+    ...     [[0.5, 0.4, 0.6], [0.45, 0.4, 0.5], [0.5, 0.5, 0.6], [0.5, 0.35, 0.55]])
+    >>> rmia_scores(np.array([0.95, 0.25]), reference, keep, population_target,
+    ...             population_reference, gamma=1.5)   # fraction of z that x dominates
+    array([1., 0.])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     _check_probabilities(tgt, "target")

@@ -46,6 +46,12 @@ def best_threshold(in_values: NDArray, out_values: NDArray) -> float:
     float
         The midpoint between the best unique value and the next smaller one (the smallest value
         minus one when the best is the smallest). NaNs are ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> best_threshold(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 3.5]))
+    3.75
     """
     a = np.sort(in_values[np.isfinite(in_values)])
     b = np.sort(out_values[np.isfinite(out_values)])
