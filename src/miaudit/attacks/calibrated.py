@@ -93,7 +93,7 @@ def attack_r_scores(
     Examples
     --------
     >>> import numpy as np
-    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models
     >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
     >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
     >>> attack_r_scores(target, reference, keep)   # above all OUT signals; at their median
@@ -161,7 +161,7 @@ def calibrated_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) 
     Examples
     --------
     >>> import numpy as np
-    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models
     >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
     >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
     >>> calibrated_scores(target, reference, keep)   # target minus the mean OUT signal
@@ -181,7 +181,7 @@ def sablayrolles_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike
     Examples
     --------
     >>> import numpy as np
-    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models
     >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
     >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
     >>> sablayrolles_scores(target, reference, keep)  # target minus the IN/OUT midpoint

@@ -371,7 +371,7 @@ def lira_scores(
     Examples
     --------
     >>> import numpy as np
-    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models, 2 records
+    >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models
     >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
     >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
     >>> lira_scores(target, reference, keep, variance="global").round(2)
