@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -133,6 +134,27 @@ class AttackSpec(_Section):
         return self.label or self.name
 
 
+class ExecutorConfig(_Section):
+    """Where reference models train: a registered executor and its parameters.
+
+    In YAML either a name (``executor: processes``) or a mapping whose ``kind`` names the
+    executor and whose other keys are its parameters::
+
+        executor: {kind: ray, address: auto, num_cpus: 1, max_retries: 3}
+
+    Parameters are checked against the executor's signature when the config is loaded.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = "local"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The executor's parameters (every key but ``kind``)."""
+        return dict(self.model_extra or {})
+
+
 class ReportConfig(_Section):
     """What the report shows."""
 
@@ -171,7 +193,7 @@ class AuditConfig(_Section):
     fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS))
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0.0, lt=1.0)
     delta: float = Field(default=DEFAULT_DELTA, ge=0.0, lt=1.0)
-    executor: str = "local"
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     quiet: bool = False
     report: ReportConfig = Field(default_factory=ReportConfig)
 
@@ -181,6 +203,16 @@ class AuditConfig(_Section):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @field_serializer("executor")
+    def _executor_out(self, value: ExecutorConfig) -> str | dict[str, Any]:
+        """A bare name when the executor has no parameters (as it is usually written)."""
+        return {"kind": value.kind, **value.params} if value.params else value.kind
 
     @field_validator("fprs")
     @classmethod
@@ -239,6 +271,18 @@ class AuditConfig(_Section):
                     f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}",
                 )
         self._check_training_params()
+        self._check_executor_params()
+
+    def _check_executor_params(self) -> None:
+        """The executor's parameters against its signature (nothing is started)."""
+        from miaudit.audit.executors import EXECUTORS
+        from miaudit.registry import check_call
+
+        cls = EXECUTORS.get(self.executor.kind)
+        try:
+            check_call(cls, f"executor {self.executor.kind!r}", **self.executor.params)
+        except MiauditError as exc:
+            raise NameProblem(("executor",), str(exc)) from None
 
     def _check_training_params(self) -> None:
         """Build the training recipe once, so that a bad parameter is reported with its location
@@ -275,7 +319,7 @@ def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str,
 
     out: list[tuple[tuple[Any, ...], str, str, list[str]]] = [
         (("training", "recipe"), "training recipe", cfg.training.recipe, RECIPES.names()),
-        (("executor",), "executor", cfg.executor, EXECUTORS.names()),
+        (("executor", "kind"), "executor", cfg.executor.kind, EXECUTORS.names()),
     ]
     out += [(("queries", i), "query", q, QUERIES.names()) for i, q in enumerate(cfg.queries)]
     if cfg.data.name is not None:

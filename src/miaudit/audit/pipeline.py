@@ -373,6 +373,7 @@ class Audit:
 
     def _train(self, ds: Dataset, keep: NDArray[np.bool_], lineage: str) -> _TrainedModels:
         from miaudit.audit.engine import train_and_query
+        from miaudit.audit.executors import make_executor
         from miaudit.train.recipes import make_recipe
 
         cfg = self.config
@@ -387,7 +388,7 @@ class Audit:
             recipe,
             queries=cfg.queries,
             store_root=cfg.output / "store" / lineage,
-            executor=cfg.executor,
+            executor=make_executor(cfg.executor.kind, **cfg.executor.params),
             quiet=True if cfg.quiet else None,
         )
         return _TrainedModels.from_engine(run)
