@@ -539,6 +539,8 @@ def _info(name: str, title: str, signals: tuple[str, ...], needs_outputs: bool) 
     attack-interface refactor) or the older single ``signal``."""
     fields = {f.name for f in dataclasses.fields(AttackInfo)}
     kwargs: dict[str, Any] = {"name": name, "title": title, "paper": PAPER}
+    if "needs_capabilities" in fields:
+        kwargs["needs_capabilities"] = ("label",)
     if "signals" in fields:
         kwargs["signals"] = signals
         if "needs_outputs" in fields:

@@ -242,6 +242,8 @@ def _info(name: str, title: str, paper: str, needs_references: bool) -> AttackIn
     """An :class:`AttackInfo` for the old (``signal``) or new (``signals``) interface."""
     fields = {f.name for f in dataclasses.fields(AttackInfo)}
     kwargs: dict[str, Any] = {"name": name, "title": title, "paper": paper}
+    if "needs_capabilities" in fields:
+        kwargs["needs_capabilities"] = ("gradients",)
     if "signals" not in fields:
         kwargs["signal"] = GRADIENT_SIGNAL
     return AttackInfo(needs_references=needs_references, **kwargs)
