@@ -1,0 +1,116 @@
+"""audit_texts end to end (report files, LLM findings in the config) and the demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("transformers")
+
+from miaudit.exceptions import ValidationError
+from miaudit.llm import audit_texts, score_texts
+from miaudit.llm.corpus import PYDOC_SOURCE, python_docs_corpus
+from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny models: one torch thread is fastest and deterministic on a shared machine."""
+
+
+@pytest.fixture(scope="module")
+def docs():
+    corpus = python_docs_corpus()
+    rng = np.random.default_rng(0)
+    return [corpus[i].text for i in rng.choice(len(corpus), 80, replace=False)]
+
+
+@pytest.fixture(scope="module")
+def lm(docs):
+    tok = train_bpe_tokenizer(docs, 400)
+    return tiny_gpt2(tok, n_positions=64, n_embd=32, n_layer=1, n_head=2), tok
+
+
+def test_audit_texts_writes_report_with_llm_findings(lm, docs, tmp_path):
+    model, tok = lm
+    members, non_members = docs[:40], docs[40:]
+    non_members = [*non_members[:-1], members[0].upper()]  # one exact duplicate
+    result = audit_texts(
+        members,
+        non_members,
+        model=model,
+        tokenizer=tok,
+        quiet=True,
+        output_dir=tmp_path,
+    )
+    assert set(result.metrics) == {"loss", "zlib", "min_k", "min_k_plus_plus", "lowercase"}
+    llm = result.config["llm"]
+    assert llm["duplicates"]["n_exact_pairs"] == 1
+    assert llm["duplicates"]["near_duplicate_non_members"] == [39]
+    assert llm["n_members"] == 40 and llm["n_non_members"] == 40
+    assert set(llm["blind_baseline"]["blind_auc"]) == {"bag_of_words", "year", "length"}
+    assert llm["attacks"]["min_k"].startswith("mean of the max(1, floor(k N))")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["llm"]["blind_baseline"]["message"]
+    assert metrics["attacks"]["min_k"]["params"]["k"] == 0.2
+    scores = pd.read_csv(tmp_path / "scores.csv", index_col="record_id")
+    assert "blind_bag_of_words" in scores.columns
+    assert (tmp_path / "report.html").exists()
+    # The scores in the result are score_texts' numbers.
+    direct = score_texts(model, tok, members + non_members, ["min_k_plus_plus"])
+    np.testing.assert_allclose(scores["min_k_plus_plus"].to_numpy(), direct["min_k_plus_plus"])
+
+
+def test_audit_texts_removes_duplicates_and_records_reference_variant(lm, docs):
+    model, tok = lm
+    members, non_members = docs[:30], [*docs[30:59], docs[0]]
+    result = audit_texts(
+        members,
+        non_members,
+        model=model,
+        tokenizer=tok,
+        attacks=["loss", "reference"],
+        reference=(model, tok),
+        params={"reference": {"variant": "ratio"}},
+        duplicates="remove",
+        blind=False,
+        quiet=True,
+    )
+    assert result.config["llm"]["n_non_members"] == 29
+    assert result.attacks["reference"]["formula"] == "-NLL(x) / NLL_ref(x)"
+    assert result.attacks["reference"]["params"] == {"variant": "ratio"}
+    assert "blind_baseline" not in result.config["llm"]
+
+
+def test_audit_texts_bad_input(lm, docs):
+    model, tok = lm
+    with pytest.raises(ValidationError, match="non_members"):
+        audit_texts(docs[:5], None, model=model, tokenizer=tok)
+    with pytest.raises(ValidationError, match="duplicates"):
+        audit_texts(docs[:5], docs[5:10], model=model, tokenizer=tok, duplicates="drop")
+    with pytest.raises(ValidationError, match=r"non_members\[1\]: empty"):
+        audit_texts(docs[:5], [docs[6], ""], model=model, tokenizer=tok)
+
+
+@pytest.mark.slow
+def test_demo_small(tmp_path):
+    """The demo at test size: report written, canaries repeated 16 times detected, exposure
+    growing with repetitions, the shifted split flagged by the blind baseline."""
+    from miaudit.llm.demo import run_llm_demo, small_demo_config
+
+    result = run_llm_demo(tmp_path, quiet=True, seed=0, config=small_demo_config())
+    for name in ("report.html", "metrics.json", "scores.csv", "canaries.csv", "demo.json"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "shifted" / "report.html").exists()
+    llm = result.config["llm"]
+    tiers = {row["tier"]: row for row in llm["canaries"]}
+    assert tiers[16]["tpr_loss"] > 0.2
+    assert tiers[16]["tpr_min_k_plus_plus"] > 0.1
+    assert tiers[16]["exposure_mean"] > tiers[1]["exposure_mean"]
+    assert llm["shifted_split"]["distinguishable"]
+    assert not llm["blind_baseline"]["distinguishable"]
+    assert result.metrics["loss"].auc > 0.6
+    assert PYDOC_SOURCE in result.scores.index[0] or "#" in result.scores.index[0]
