@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from miaudit.exceptions import MiauditError, UnknownNameError, ValidationError
+from miaudit.trust import require_code_trust
 
 T = TypeVar("T")
 
@@ -64,11 +65,14 @@ def import_object(spec: str, what: str = "object") -> Any:
         If ``spec`` has no colon.
     MiauditError
         If the module cannot be imported or has no such attribute.
+    UntrustedCodeError
+        Inside an untrusted config (:mod:`miaudit.trust`): nothing is imported.
     """
     if IMPORT_PATH_SEPARATOR not in spec:
         raise ValidationError(
             f"{what} {spec!r}: expected 'module:attribute' (e.g. 'mypkg.attacks:MyAttack')"
         )
+    require_code_trust(what, spec)
     mod_name, _, attr = spec.partition(IMPORT_PATH_SEPARATOR)
     try:
         module = importlib.import_module(mod_name)

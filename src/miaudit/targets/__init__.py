@@ -160,20 +160,9 @@ def capabilities(target: Any) -> frozenset[str]:
     return _closure(declared, f"target {name}.outputs")
 
 
-def _attack_field(attack: Any, name: str) -> Any:
-    """``attack.<name>``, else ``attack.info.<name>`` (an Attack, its class or its info)."""
-    value = getattr(attack, name, None)
-    if value is None:
-        value = getattr(getattr(attack, "info", None), name, None)
-    if value is None and name == "needs_capabilities" and not hasattr(attack, "info"):
-        # an AttackInfo: until it has the field, ask the registered class
-        try:
-            from miaudit.attacks import get
-
-            value = getattr(get(str(getattr(attack, "name", ""))), name, None)
-        except (MiauditError, KeyError):
-            value = None
-    return value
+def _info(attack: Any) -> Any:
+    """The :class:`~miaudit.attacks.AttackInfo` of an attack, its class, or the info itself."""
+    return getattr(attack, "info", attack)
 
 
 def required_outputs(attack: Any) -> frozenset[str]:
@@ -186,24 +175,18 @@ def required_outputs(attack: Any) -> frozenset[str]:
     Returns
     -------
     frozenset of str
-        ``needs_capabilities`` (a capability or a tuple of them, all needed) when the attack or
-        its info declares it; otherwise derived from the signals it reads (``info.signals``, or
-        ``info.signal`` in the older interface) through :data:`SIGNAL_NEEDS` — a signal not
-        listed there needs the full probabilities, and so does an attack that reads raw
-        outputs (``info.needs_outputs``).
+        ``info.needs_capabilities`` (all needed) when declared; otherwise derived from the
+        signals it reads (``info.signals``) through :data:`SIGNAL_NEEDS` — a signal not listed
+        there needs the full probabilities, and so does an attack that reads raw outputs
+        (``info.needs_outputs``).
     """
-    name = _attack_field(attack, "name")
-    declared = _attack_field(attack, "needs_capabilities")
-    if declared is None or (not isinstance(declared, str) and not tuple(declared)):
-        signals = _attack_field(attack, "signals")
-        if signals is None:
-            single = _attack_field(attack, "signal")
-            signals = () if single is None else (single,)
-        declared = {SIGNAL_NEEDS.get(str(s), "probs") for s in signals}
-        if _attack_field(attack, "needs_outputs") is True:
-            declared.add("probs")
-    names = {declared} if isinstance(declared, str) else set(declared)
-    _closure(names, f"attack {name!r}.needs_capabilities")
+    info = _info(attack)
+    names = set(info.needs_capabilities)
+    if not names:
+        names = {SIGNAL_NEEDS.get(str(s), "probs") for s in info.signals}
+        if info.needs_outputs:
+            names.add("probs")
+    _closure(names, f"attack {info.name!r}.needs_capabilities")
     return frozenset(names)
 
 
@@ -226,10 +209,9 @@ def check_capabilities(attack: Any, target: Any) -> None:
     missing = sorted(required_outputs(attack) - have)
     if not missing:
         return
-    name = _attack_field(attack, "name")
-    signals = _attack_field(attack, "signals") or _attack_field(attack, "signal") or "raw outputs"
-    if not isinstance(signals, str):
-        signals = ", ".join(signals) or "raw outputs"
+    info = _info(attack)
+    name = info.name
+    signals = ", ".join(info.signals) or "raw outputs"
     hint = (
         f"; attacks that need only labels: {', '.join(LABEL_ONLY_ATTACKS)}"
         if "label" in have
@@ -340,11 +322,18 @@ class CallableTarget:
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"`` and return the attribute."""
+    """Import ``"package.module:function"`` and return the attribute.
+
+    Refused (:class:`~miaudit.trust.UntrustedCodeError`, nothing imported) while a config
+    without ``trust_code: true`` is validated or run (:mod:`miaudit.trust`).
+    """
     if ":" not in spec:
         raise ValidationError(
             f"callable {spec!r}: expected 'module:function' (e.g. 'mypkg.models:predict')"
         )
+    from miaudit.trust import require_code_trust
+
+    require_code_trust("callable", spec)
     mod_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(mod_name)

@@ -1,7 +1,10 @@
 """The ``sklearn`` and ``callable`` recipes: models trained one at a time, in parallel with joblib.
 
-``sklearn``: any scikit-learn classifier — an estimator instance or an import path
-(``"sklearn.ensemble.RandomForestClassifier"`` or ``"pkg.module:Class"``) with ``params`` —
+``sklearn``: any scikit-learn classifier — an estimator instance, a short name
+(``"RandomForestClassifier"``, looked up in scikit-learn) or an import path
+(``"sklearn.ensemble.RandomForestClassifier"``, or ``"pkg.module:Class"`` outside scikit-learn,
+which a config may name only with ``trust_code: true``) with ``params``. A name is resolved to
+a class and checked to derive from ``sklearn.base.ClassifierMixin`` before anything is called —
 cloned (``sklearn.base.clone``) for every model, its ``random_state`` (when it has one) set to
 the model's seed (:func:`~miaudit.train.recipes.model_seed` modulo 2³²), fitted on the model's
 IN records with features flattened to ``(n, -1)``. Saved with skops (no pickle).
@@ -58,6 +61,7 @@ from miaudit.train.recipes import (
     check_chunk,
     model_seed,
 )
+from miaudit.trust import require_code_trust
 
 #: ``log`` of the smallest normal float32: the floor of log-probabilities stored as logits.
 LOG_PROBA_FLOOR = float(np.log(np.finfo(np.float32).tiny))
@@ -65,6 +69,26 @@ LOG_PROBA_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 SKLEARN_SEED_MODULUS = 2**32
 #: Rough per-model memory estimate of a scikit-learn / callable model beyond its observations.
 MODEL_OVERHEAD_BYTES = 64 * 2**20
+
+#: The package whose classifier classes a config may name without ``trust_code``.
+SKLEARN_PACKAGE = "sklearn"
+#: scikit-learn modules searched, in order, for a short estimator name such as
+#: ``"RandomForestClassifier"``.
+SKLEARN_CLASSIFIER_MODULES = (
+    "linear_model",
+    "ensemble",
+    "tree",
+    "svm",
+    "neighbors",
+    "naive_bayes",
+    "neural_network",
+    "discriminant_analysis",
+    "gaussian_process",
+    "dummy",
+    "calibration",
+    "semi_supervised",
+    "multiclass",
+)
 
 OUTPUTS = ("auto", "log-proba", "decision-function")
 CALLABLE_OUTPUTS = ("auto", "logits", "probs")
@@ -87,19 +111,54 @@ def logits_from_proba(proba: NDArray) -> NDArray[np.float32]:
         )
 
 
-def _import_object(path: str, what: str) -> Any:
-    """Import ``"pkg.module.Name"`` or ``"pkg.module:Name"``."""
-    if ":" in path:
-        return load_callable(path)
-    module, _, attr = path.rpartition(".")
-    if not module:
-        raise ValidationError(
-            f"{what}: expected an import path like 'sklearn.svm.SVC', got {path!r}"
+def _estimator_class(spec: str, config: object) -> type:
+    """The scikit-learn classifier class named by ``spec``, checked before anything is called.
+
+    ``spec`` is a short name searched in :data:`SKLEARN_CLASSIFIER_MODULES`
+    (``"RandomForestClassifier"``), a dotted path (``"sklearn.svm.SVC"``) or
+    ``"pkg.module:Class"``. A path outside scikit-learn imports user code and needs trust
+    (:func:`miaudit.trust.require_code_trust`). Whatever the path names must be a class
+    deriving from ``sklearn.base.ClassifierMixin``: a function (``"os:system"``) or another
+    class (``"subprocess.Popen"``) is refused without being called.
+    """
+    from sklearn.base import ClassifierMixin
+
+    what = f"{type(config).__name__}.estimator"
+    if ":" in spec:
+        module, _, attr = spec.partition(":")
+    elif "." in spec:
+        module, _, attr = spec.rpartition(".")
+    else:
+        module, attr = "", spec
+    if not attr or not all(part.isidentifier() for part in attr.split(".")):
+        _fail(config, "estimator", f"expected a class name or import path, got {spec!r}")
+    if module and module.split(".")[0] != SKLEARN_PACKAGE:
+        require_code_trust(what, spec)
+    candidates = (
+        [module] if module else [f"{SKLEARN_PACKAGE}.{m}" for m in SKLEARN_CLASSIFIER_MODULES]
+    )
+    obj: Any = None
+    for name in candidates:
+        try:
+            obj = importlib.import_module(name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            break
+        except ImportError as exc:
+            raise MiauditError(f"{what}: cannot import {spec!r}: {exc}") from None
+        except AttributeError:
+            obj = None
+    if obj is None:
+        where = module or f"scikit-learn ({', '.join(SKLEARN_CLASSIFIER_MODULES)})"
+        _fail(config, "estimator", f"no class {attr!r} in {where}")
+    if not (isinstance(obj, type) and issubclass(obj, ClassifierMixin)):
+        _fail(
+            config,
+            "estimator",
+            f"{spec!r} is not a classifier class (expected a subclass of "
+            f"sklearn.base.ClassifierMixin, got {obj!r}); it was not called",
         )
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise MiauditError(f"{what}: cannot import {path!r}: {exc}") from None
+    return obj
 
 
 def _class_path(obj: Any) -> str:
@@ -154,7 +213,7 @@ class SklearnConfig:
     def __post_init__(self) -> None:
         est = self.estimator
         if isinstance(est, str):
-            cls = _import_object(est, "SklearnConfig.estimator")
+            cls = _estimator_class(est, self)
             try:
                 est = cls(**dict(self.params))
             except TypeError as exc:
@@ -414,7 +473,7 @@ def _callable_predictor(
         wrapped = CallableTarget(model, kind=kind)
         if kind == "probs":
             return (lambda x: logits_from_proba(wrapped.predict(x))), None, None
-        return (lambda x: target.predict(x).astype(np.float32)), None, None
+        return (lambda x: wrapped.predict(x).astype(np.float32)), None, None
     raise ValidationError(
         f"callable recipe: train() returned {type(model).__name__}, which is neither a torch "
         "module, an object with predict_proba, nor a callable returning logits"
