@@ -25,6 +25,7 @@ Example (``miaudit run audit.yaml``)::
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,6 +197,12 @@ class AuditConfig(_Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     quiet: bool = False
     report: ReportConfig = Field(default_factory=ReportConfig)
+    trust_code: bool = Field(
+        default=False,
+        description="allow the config to import and run Python code it names (callable "
+        "recipes and targets, module:Class attacks, estimators outside scikit-learn); see "
+        "docs/security.md",
+    )
 
     @field_validator("attacks", mode="before")
     @classmethod
@@ -255,8 +262,21 @@ class AuditConfig(_Section):
         NameProblem
             For the first unknown name or bad attack parameter, with its location in the config.
         """
-        from miaudit import attacks
+        from miaudit.trust import code_trust
 
+        with code_trust(self.trust_code):
+            self._check_names()
+
+    def _check_names(self) -> None:
+        from miaudit import attacks
+        from miaudit.trust import require_code_trust
+
+        model = self.target.model if self.target is not None else None
+        if model and not _is_model_file(model):
+            try:
+                require_code_trust("target.model", model)
+            except MiauditError as exc:
+                raise NameProblem(("target", "model"), str(exc)) from None
         for i, spec in enumerate(self.attacks):
             try:
                 attacks.create(spec.name, **spec.params)
@@ -392,13 +412,23 @@ def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 def parse_config(
-    data: dict[str, Any], *, text: str | None = None, source: str = "config"
+    data: dict[str, Any],
+    *,
+    text: str | None = None,
+    source: str = "config",
+    trust_code: bool = False,
 ) -> AuditConfig:
-    """Validate a mapping into an :class:`AuditConfig`; errors name keys (and YAML lines)."""
+    """Validate a mapping into an :class:`AuditConfig`; errors name keys (and YAML lines).
+
+    ``trust_code=True`` (``miaudit run --trust-code``) sets ``trust_code`` before validation,
+    which may then import the code the config names (see :mod:`miaudit.trust`).
+    """
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(data).__name__}"
         )
+    if trust_code:
+        data = {**data, "trust_code": True}
     try:
         cfg = AuditConfig.model_validate(data)
     except ValidationError as exc:
@@ -413,17 +443,25 @@ def parse_config(
     return cfg
 
 
-def load_config(path: str | Path) -> AuditConfig:
-    """Read and validate a YAML config file."""
+def load_config(path: str | Path, *, trust_code: bool = False) -> AuditConfig:
+    """Read and validate a YAML config file (``trust_code``: see :func:`parse_config`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text()
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}); save the config as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    cfg = parse_config(data or {}, text=text, source=str(p))
+    cfg = parse_config(data or {}, text=text, source=str(p), trust_code=trust_code)
     # Paths in a config file are relative to the config file's folder.
     updates: dict[str, Any] = {}
     if not cfg.output.is_absolute():
@@ -437,6 +475,36 @@ def load_config(path: str | Path) -> AuditConfig:
     if updates:
         cfg = cfg.model_copy(update=updates)
     return cfg
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e6`` and ``1.0e-3`` as floats (YAML 1.2), which
+    YAML 1.1 reads as strings (``lr: 1.0e6`` would otherwise be the string ``"1.0e6"``)."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+#: Suffixes of model files (not ``module:function`` specs) in ``target.model``.
+_MODEL_FILE_SUFFIXES = {".skops", ".pkl", ".pickle", ".joblib"}
+
+
+def _is_model_file(spec: str) -> bool:
+    """A file path rather than ``module:function`` (no colon, or a model file's suffix)."""
+    return ":" not in spec or Path(spec).is_absolute() or (
+        Path(spec).suffix.lower() in _MODEL_FILE_SUFFIXES
+    )
 
 
 def _is_relative_file(spec: str) -> bool:
