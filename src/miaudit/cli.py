@@ -199,16 +199,28 @@ def run(
         Path | None, typer.Option("--out", "-o", help="Output folder (overrides the config).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Allow the config to import and run the Python code it names (callable "
+            "recipes and targets, module:Class attacks); see docs/security.md.",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="If another run is writing to the output folder, wait."),
+    ] = False,
 ) -> None:
     """Run the audit described by a YAML config: train, attack, report."""
     from miaudit.audit.pipeline import Audit
     from miaudit.config import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config, trust_code=trust_code)
     updates: dict[str, Any] = {"quiet": cfg.quiet or quiet}
     if out is not None:
         updates["output"] = out
-    result = Audit(cfg.model_copy(update=updates)).run()
+    result = Audit(cfg.model_copy(update=updates)).run(wait=wait)
     _print_result(result, quiet)
 
 
