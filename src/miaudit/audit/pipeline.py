@@ -253,8 +253,23 @@ class Audit:
         check_both_classes(member)
         return member
 
-    def run(self) -> AuditResult:
-        """Run every stage and write the results into ``config.output``."""
+    def run(self, *, wait: bool = False) -> AuditResult:
+        """Run every stage and write the results into ``config.output``.
+
+        The output folder is locked for the run (:mod:`miaudit.audit.lock`): another process
+        writing there gets an error, or with ``wait=True`` waits for it. Code named by the
+        config is imported only with ``trust_code`` (:mod:`miaudit.trust`).
+        """
+        from miaudit.audit.lock import folder_lock
+        from miaudit.trust import code_trust
+
+        with (
+            code_trust(self.config.trust_code),
+            folder_lock(self.config.output, wait=wait, what="output folder"),
+        ):
+            return self._run()
+
+    def _run(self) -> AuditResult:
         cfg = self.config
         mode = MODES.get(cfg.mode)()
         timer = _Timer()
