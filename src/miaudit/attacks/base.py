@@ -66,6 +66,13 @@ class AttackInfo:
         Needs, for every record, reference models that did not train on it.
     needs_population : bool
         Needs population records that no model trained on.
+    needs_capabilities : tuple of str
+        What the target must return (:data:`miaudit.targets.CAPABILITIES`: ``"logits"``,
+        ``"probs"``, ``"top_k"``, ``"label"``, ``"loss"``, ``"gradients"``), all of them; empty:
+        derived from ``signals`` (:func:`miaudit.targets.required_outputs`).
+    needs_queries : bool
+        Queries a live target (e.g. the boundary-distance search) rather than reading outputs
+        computed once.
     """
 
     name: str
@@ -77,6 +84,8 @@ class AttackInfo:
     needs_in_references: bool = False
     needs_out_references: bool = False
     needs_population: bool = False
+    needs_capabilities: tuple[str, ...] = ()
+    needs_queries: bool = False
 
 
 def _as_outputs(x: ArrayLike, name: str, lead_ndim: int) -> NDArray[np.float64]:

@@ -36,7 +36,6 @@ Query access vs. arrays
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -534,22 +533,6 @@ def boundary_distance(
 
 
 # ------------------------------------------------------------------------ registered attacks
-def _info(name: str, title: str, signals: tuple[str, ...], needs_outputs: bool) -> AttackInfo:
-    """An :class:`AttackInfo` for either interface: ``signals`` + ``needs_outputs`` (after the
-    attack-interface refactor) or the older single ``signal``."""
-    fields = {f.name for f in dataclasses.fields(AttackInfo)}
-    kwargs: dict[str, Any] = {"name": name, "title": title, "paper": PAPER}
-    if "needs_capabilities" in fields:
-        kwargs["needs_capabilities"] = ("label",)
-    if "signals" in fields:
-        kwargs["signals"] = signals
-        if "needs_outputs" in fields:
-            kwargs["needs_outputs"] = needs_outputs
-    else:
-        kwargs["signal"] = "correct" if needs_outputs else BOUNDARY_SIGNAL
-    return AttackInfo(**kwargs)
-
-
 @register("label_only_augmentation")
 class LabelOnlyAugmentationAttack(Attack):
     """Augmentation attack on outputs of ``q`` views per record (one-hot rows suffice): the
@@ -557,15 +540,14 @@ class LabelOnlyAugmentationAttack(Attack):
     reference models when ``class_thresholds`` and references are given. See
     :func:`class_threshold_scores`."""
 
-    info = _info(
-        "label_only_augmentation",
-        "Label-only augmentation: correct labels under flips/shifts or noise, per-class "
+    info = AttackInfo(
+        name="label_only_augmentation",
+        title="Label-only augmentation: correct labels under flips/shifts or noise, per-class "
         "thresholds from references",
-        (),
-        True,
+        paper=PAPER,
+        needs_outputs=True,
+        needs_capabilities=("label",),
     )
-    #: What the target must return (:func:`miaudit.targets.check_capabilities`).
-    needs_capabilities = ("label",)
 
     def __init__(self, class_thresholds: bool = True) -> None:
         self.class_thresholds = bool(class_thresholds)
@@ -590,13 +572,14 @@ class LabelOnlyBoundaryAttack(Attack):
     the signal ``"boundary_distance"`` of the target (and optionally of the references, for
     per-class thresholds)."""
 
-    info = _info(
-        "label_only_boundary",
-        "Label-only boundary distance: L2 distance to the decision boundary (HopSkipJump-style)",
-        (),
-        False,
+    info = AttackInfo(
+        name="label_only_boundary",
+        title="Label-only boundary distance: L2 distance to the decision boundary "
+        "(HopSkipJump-style)",
+        paper=PAPER,
+        needs_capabilities=("label",),
+        needs_queries=True,
     )
-    needs_capabilities = ("label",)
 
     def __init__(self, class_thresholds: bool = True) -> None:
         self.class_thresholds = bool(class_thresholds)

@@ -25,7 +25,6 @@ Uses
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -238,17 +237,6 @@ def white_box_meta_scores(
 
 
 # ------------------------------------------------------------------------ registered attacks
-def _info(name: str, title: str, paper: str, needs_references: bool) -> AttackInfo:
-    """An :class:`AttackInfo` for the old (``signal``) or new (``signals``) interface."""
-    fields = {f.name for f in dataclasses.fields(AttackInfo)}
-    kwargs: dict[str, Any] = {"name": name, "title": title, "paper": paper}
-    if "needs_capabilities" in fields:
-        kwargs["needs_capabilities"] = ("gradients",)
-    if "signals" not in fields:
-        kwargs["signal"] = GRADIENT_SIGNAL
-    return AttackInfo(needs_references=needs_references, **kwargs)
-
-
 def _precomputed(data: AttackData, name: str, part: str, attack: str) -> NDArray[np.float64]:
     try:
         return data.signal(name, part)  # type: ignore[arg-type]
@@ -266,13 +254,12 @@ class GradientNormAttack(Attack):
     """Threshold attack on the per-record gradient norm: score :math:`-\\|g\\|_2` from the
     precomputed signal ``"gradient_norm"`` (shape (n, 1), the norm itself)."""
 
-    info = _info(
-        "gradient_norm",
-        "Gradient norm: negative norm of the per-record loss gradient (white box)",
-        NASR,
-        needs_references=False,
+    info = AttackInfo(
+        name="gradient_norm",
+        title="Gradient norm: negative norm of the per-record loss gradient (white box)",
+        paper=NASR,
+        needs_capabilities=("gradients",),
     )
-    needs_capabilities = ("gradients",)
 
     def _score(self, data: AttackData) -> NDArray[np.float64]:
         return -_precomputed(data, GRADIENT_SIGNAL, "target", self.info.name).mean(axis=-1)
@@ -283,13 +270,14 @@ class WhiteBoxMetaAttack(Attack):
     """Meta-classifier on white-box features (:func:`white_box_meta_scores`) from the
     precomputed signal ``"white_box_features"`` of the target (n, F) and references (m, n, F)."""
 
-    info = _info(
-        "white_box_meta",
-        "White box: meta-classifier on loss, per-layer gradient norms and top probabilities",
-        NASR,
+    info = AttackInfo(
+        name="white_box_meta",
+        title="White box: meta-classifier on loss, per-layer gradient norms and top "
+        "probabilities",
+        paper=NASR,
         needs_references=True,
+        needs_capabilities=("gradients",),
     )
-    needs_capabilities = ("gradients",)
 
     def __init__(self, meta_model: str = "logistic_regression", seed: int = 0) -> None:
         self.meta_model = meta_model
