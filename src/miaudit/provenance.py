@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -30,16 +31,27 @@ CONTENT_HASH_DIGITS = 20
 #: Bytes read at a time when hashing a file.
 _HASH_BLOCK = 1 << 20
 
+#: Source files (globs relative to the package) whose code decides a trained model and its
+#: observations: a change to any of them invalidates the run store (:func:`training_code_hash`).
+TRAINING_SOURCES = ("train/*.py", "audit/engine.py", "targets/__init__.py", "data/base.py")
+#: Source files whose code decides a keep matrix (:func:`splits_code_hash`).
+SPLITS_SOURCES = ("data/splits.py",)
+
 __all__ = [
     "CONTENT_HASH_DIGITS",
+    "SPLITS_SOURCES",
+    "TRAINING_SOURCES",
     "VERSIONED_PACKAGES",
     "canonical_json",
+    "code_hash",
     "config_hash",
     "content_hash",
     "dataset_fingerprint",
     "package_versions",
     "sha256_bytes",
     "sha256_file",
+    "splits_code_hash",
+    "training_code_hash",
 ]
 
 
@@ -107,3 +119,31 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+@functools.cache
+def code_hash(patterns: tuple[str, ...]) -> str:
+    """SHA-256 (hex) of the package version and of the package's source files matching
+    ``patterns`` (globs relative to the package folder, in sorted order, with their paths).
+
+    A cache entry keyed by it is stale as soon as the code that produced it changes.
+    """
+    import miaudit
+
+    root = Path(miaudit.__file__).parent
+    h = hashlib.sha256(miaudit.__version__.encode())
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def training_code_hash() -> str:
+    """:func:`code_hash` of :data:`TRAINING_SOURCES` (keys the run store)."""
+    return code_hash(TRAINING_SOURCES)
+
+
+def splits_code_hash() -> str:
+    """:func:`code_hash` of :data:`SPLITS_SOURCES` (keys stored keep matrices)."""
+    return code_hash(SPLITS_SOURCES)

@@ -6,8 +6,11 @@
 
 What a call does:
 
-1. hashes the recipe's typed config, the query list and the dataset's fingerprint
-   (:func:`miaudit.audit.store.config_hash`) and opens that run folder;
+1. hashes the recipe's typed config, the query list, the dataset's fingerprint and the
+   training code (:func:`miaudit.provenance.training_code_hash`: package version and the
+   sources of ``train/``, the engine and the query adapters, so that a changed training line
+   never reuses old models) (:func:`miaudit.audit.store.config_hash`) and opens that run
+   folder, holding its lock (:mod:`miaudit.audit.lock`) until the call returns;
 2. settles the keep matrix: an explicit one, or ``n_models`` rows — the stored rows when the run
    already has as many, the stored matrix extended with
    :func:`miaudit.data.splits.extend_keep_matrix` when more are asked for (existing rows never
@@ -36,10 +39,12 @@ from numpy.typing import ArrayLike, NDArray
 from miaudit._progress import progress
 from miaudit._validation import check_array, check_labels
 from miaudit.audit.executors import Executor, make_executor
-from miaudit.audit.store import FORMAT_VERSION, Run, RunStore, dataset_fingerprint
+from miaudit.audit.lock import folder_lock
+from miaudit.audit.store import FORMAT_VERSION, Run, RunStore, dataset_fingerprint, row_hash
 from miaudit.data.base import Dataset
 from miaudit.data.splits import check_keep, extend_keep_matrix, keep_matrix
 from miaudit.exceptions import ValidationError
+from miaudit.provenance import config_hash, training_code_hash
 from miaudit.train import recipes as recipes_module
 from miaudit.train.queries import apply_queries, n_queries, resolve_queries
 from miaudit.train.recipes import ModelResult, Recipe
@@ -256,6 +261,7 @@ def train_and_query(
     pkeep: float = 0.5,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     quiet: bool | None = None,
+    wait: bool = False,
 ) -> RunResult:
     """Train the models of ``keep`` that the store lacks, query every model on every record.
 
@@ -280,6 +286,9 @@ def train_and_query(
         Bytes for the models in flight, all workers together (sizes vectorised chunks).
     quiet : bool, optional
         Progress bar: None = only on a terminal outside CI.
+    wait : bool
+        If another process writes to the run folder, wait for it (default: fail at once,
+        :class:`~miaudit.audit.lock.FolderBusyError`).
 
     Returns
     -------
@@ -297,6 +306,7 @@ def train_and_query(
     n = len(dataset)
     description = {
         "format_version": FORMAT_VERSION,
+        "code": training_code_hash(),
         "recipe": recipe_obj.describe(),
         "queries": list(query_names),
         "dataset": {
@@ -306,15 +316,23 @@ def train_and_query(
             "n_classes": int(dataset.n_classes),
         },
     }
-    run = RunStore(store_root).open(description, dataset.record_ids, recipe=recipe_obj.name)
-    keep_arr = _settle_keep(run, keep, n, split_seed, pkeep)
-    done = set(run.completed_models(verify=True))
-    missing = [i for i in range(keep_arr.shape[0]) if i not in done]
-    if missing:
-        sizes = (dataset.input_shape, int(dataset.n_classes), n, n_queries(query_names))
-        tasks = _chunks(missing, keep_arr, recipe_obj, ex, sizes, memory_budget)
-        fn = TrainChunk(recipe_obj, dataset.X, dataset.y, int(dataset.n_classes), query_names)
-        stream = _ModelStream(ex.map(fn, tasks), len(missing))
-        for result in progress(stream, f"training {recipe_obj.name} models", quiet=quiet):
-            run.write_model(result, keep_arr[result.model_id])
+    store = RunStore(store_root)
+    folder = store.run_dir(config_hash(description), recipe_obj.name)
+    with folder_lock(folder, wait=wait, what="run folder"):
+        run = store.open(description, dataset.record_ids, recipe=recipe_obj.name)
+        keep_arr = _settle_keep(run, keep, n, split_seed, pkeep)
+        done = {
+            i
+            for i in run.completed_models(verify=True)
+            if i < keep_arr.shape[0]
+            and run.model_info(i)["keep_row_sha256"] == row_hash(keep_arr[i])
+        }
+        missing = [i for i in range(keep_arr.shape[0]) if i not in done]
+        if missing:
+            sizes = (dataset.input_shape, int(dataset.n_classes), n, n_queries(query_names))
+            tasks = _chunks(missing, keep_arr, recipe_obj, ex, sizes, memory_budget)
+            fn = TrainChunk(recipe_obj, dataset.X, dataset.y, int(dataset.n_classes), query_names)
+            stream = _ModelStream(ex.map(fn, tasks), len(missing))
+            for result in progress(stream, f"training {recipe_obj.name} models", quiet=quiet):
+                run.write_model(result, keep_arr[result.model_id])
     return RunResult(run=run, keep=keep_arr, record_ids=dataset.record_ids, trained=tuple(missing))

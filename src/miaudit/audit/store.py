@@ -29,7 +29,20 @@ is logged (logger ``miaudit.store``), the entry and its files are dropped, and t
 trained again. Each entry also holds the SHA-256 of the model's keep row, so a model is never
 reused for a different training subset.
 
-Only one process should write to a run folder at a time.
+**One writer.** :func:`miaudit.audit.engine.train_and_query` holds the folder's OS lock
+(:mod:`miaudit.audit.lock`) while it writes. Temporary files (``*.tmp-*``) left by a crash are
+removed when a run is opened, but only when no other process holds the lock (they may be its
+in-flight writes).
+
+**Keep matrix.** Each stored keep matrix has its own content-named file
+(``keep-<sha256 prefix>.npy``); the manifest names the current one. Writing a new matrix
+writes its file, then the manifest (the one atomic step that switches to it), then removes the
+old file, so a crash never leaves a manifest and a keep matrix that disagree.
+
+**Damage.** A manifest that is not valid JSON or lacks a key is moved aside
+(``manifest.json.corrupt-<time>``) with a warning and the run starts afresh; a keep matrix whose
+checksum fails is dropped with a warning (models whose keep-row hash no longer matches the
+settled matrix are trained again).
 """
 
 from __future__ import annotations
@@ -69,6 +82,10 @@ FORMAT_VERSION = 1
 HASH_PREFIX = 16
 MANIFEST = "manifest.json"
 KEEP_FILE = "keep.npy"
+#: Content-named keep matrix files: ``keep-<KEEP_NAME_DIGITS hex digits of SHA-256>.npy``.
+KEEP_NAME_DIGITS = 16
+#: Keys every manifest must have.
+MANIFEST_KEYS = ("config_hash", "record_ids", "keep", "models")
 IDS_FILE = "record_ids.npy"
 OBS_DIR = "observations"
 MODEL_DIR = "models"
@@ -83,6 +100,7 @@ __all__ = [
     "config_hash",
     "dataset_fingerprint",
     "package_versions",
+    "row_hash",
 ]
 
 
@@ -120,6 +138,11 @@ def atomic_write(path: Path, data: bytes) -> dict[str, Any]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise MiauditError(
+            f"{path}: cannot write {len(data)} bytes ({exc.strerror or exc}); the previous "
+            "file, if any, is unchanged (free disk space or check permissions, then run again)"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -195,20 +218,23 @@ class Run:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._remove_temporary_files()
         path = self.folder / MANIFEST
-        if path.exists():
-            try:
-                self.manifest = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CorruptFileError(
-                    f"{path}: the manifest is not valid JSON ({exc}); delete the folder "
-                    "to start this run afresh"
-                ) from None
+        self.record_ids = record_ids
+        self._keep_lost = False
+        manifest = self._read_manifest(path)
+        if manifest is not None:
+            self.manifest = manifest
             if self.manifest.get("config_hash") != digest:
                 raise MiauditError(
                     f"{path}: belongs to config hash {self.manifest.get('config_hash')!r}, "
                     f"not {digest!r} (two configs share the first {HASH_PREFIX} hex digits?)"
                 )
-            stored_ids = self._load_array(self.manifest["record_ids"])
+            try:
+                stored_ids = self._load_array(self.manifest["record_ids"])
+            except (CorruptFileError, ValueError, OSError) as exc:
+                raise CorruptFileError(
+                    f"{self.folder}: the stored record ids cannot be read ({exc}); delete the "
+                    "folder to start afresh"
+                ) from None
             if not np.array_equal(stored_ids, _storable_ids(record_ids)):
                 raise MiauditError(
                     f"{self.folder}: the stored record ids differ from the dataset's although "
@@ -228,13 +254,45 @@ class Run:
             entry = atomic_write(self.folder / IDS_FILE, _npy_bytes(_storable_ids(record_ids)))
             self.manifest["record_ids"] = {"file": IDS_FILE, **entry}
             self._write_manifest()
-        self.record_ids = record_ids
 
     # --------------------------------------------------------------- manifest and files
+    def _read_manifest(self, path: Path) -> dict[str, Any] | None:
+        """The manifest, or None (no manifest, or a damaged one moved aside with a warning)."""
+        if not path.exists():
+            return None
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError(f"expected an object, got {type(manifest).__name__}")
+            missing = [k for k in MANIFEST_KEYS if k not in manifest]
+            if missing:
+                raise ValueError(f"missing keys {missing}")
+            if not isinstance(manifest["models"], dict):
+                raise ValueError("'models' is not an object")
+            return manifest
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            aside = path.with_name(f"{MANIFEST}.corrupt-{datetime.now():%Y%m%dT%H%M%S%f}")
+            os.replace(path, aside)
+            _LOG.warning(
+                "%s: damaged manifest (%s) moved to %s; the run starts afresh",
+                path,
+                exc,
+                aside.name,
+            )
+            return None
+
     def _remove_temporary_files(self) -> None:
-        for tmp in self.folder.rglob(f"*{_TMP_MARK}*"):
-            _LOG.info("removing %s left by an interrupted write", tmp)
-            tmp.unlink(missing_ok=True)
+        """Remove ``*.tmp-*`` files of interrupted writes, unless another process holds the
+        folder's lock (then they may be its writes in flight)."""
+        from miaudit.audit.lock import try_folder_lock
+
+        with try_folder_lock(self.folder) as free:
+            if not free:
+                _LOG.info("%s: another process writes here; its temporary files stay", self.folder)
+                return
+            for tmp in self.folder.rglob(f"*{_TMP_MARK}*"):
+                _LOG.info("removing %s left by an interrupted write", tmp)
+                tmp.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
         self.manifest["updated"] = _now()
@@ -264,7 +322,15 @@ class Run:
     def keep(self) -> NDArray[np.bool_] | None:
         """The stored keep matrix (all models ever requested), or None."""
         entry = self.manifest.get("keep")
-        return None if entry is None else self._load_array(entry)
+        if entry is None:
+            return None
+        try:
+            return self._load_array(entry)
+        except (CorruptFileError, ValueError, OSError) as exc:
+            _LOG.warning("%s: stored keep matrix dropped (%s)", self.folder, exc)
+            self.manifest["keep"] = None
+            self._keep_lost = True
+            return None
 
     def set_keep(self, keep: ArrayLike, provenance: dict[str, Any] | None = None) -> None:
         """Store ``keep`` ``(m, n)``. Rows of finished models must be unchanged (checked via
@@ -275,19 +341,32 @@ class Run:
                 f"keep: has {arr.shape[1]} record columns but the run has "
                 f"{len(self.record_ids)} records"
             )
+        stale = []
         for key, info in self.manifest["models"].items():
             i = int(key)
-            if i < arr.shape[0] and info["keep_row_sha256"] != _row_hash(arr[i]):
+            if i < arr.shape[0] and info["keep_row_sha256"] != row_hash(arr[i]):
+                if self._keep_lost:
+                    stale.append(key)
+                    continue
                 raise ValidationError(
                     f"keep: row {i} differs from the subset model {i} of run "
                     f"{self.folder.name} was trained on; keep the stored rows (extend the "
                     "matrix instead of redrawing it) or use another store root"
                 )
-        entry = atomic_write(self.folder / KEEP_FILE, _npy_bytes(arr))
-        self.manifest["keep"] = {"file": KEEP_FILE, **entry, "shape": list(arr.shape)}
+        for key in stale:
+            _LOG.warning("model %s will be trained again: its keep row changed", key)
+            self._drop(key)
+        data = _npy_bytes(arr)
+        name = f"keep-{sha256_bytes(data)[:KEEP_NAME_DIGITS]}.npy"
+        old = self.manifest.get("keep")
+        entry = atomic_write(self.folder / name, data)
+        self.manifest["keep"] = {"file": name, **entry, "shape": list(arr.shape)}
         if provenance is not None:
             self.manifest["keep"]["provenance"] = provenance
-        self._write_manifest()
+        self._write_manifest()  # the one step that switches to the new matrix
+        self._keep_lost = False
+        if old is not None and old.get("file") not in (None, name):
+            (self.folder / old["file"]).unlink(missing_ok=True)
 
     # --------------------------------------------------------------- models
     def completed_models(self, verify: bool = True) -> list[int]:
@@ -356,7 +435,7 @@ class Run:
                 **atomic_write(self.folder / name, data),
             }
         entry.update(
-            keep_row_sha256=_row_hash(keep_row),
+            keep_row_sha256=row_hash(keep_row),
             n_train=int(result.n_train),
             train_acc=_json_float(result.train_acc),
             test_acc=_json_float(result.test_acc),
@@ -407,7 +486,8 @@ class Run:
         return load_skops(path, trusted=trusted)
 
 
-def _row_hash(row: NDArray[np.bool_]) -> str:
+def row_hash(row: NDArray[np.bool_]) -> str:
+    """SHA-256 of a keep row (bit-packed, with its length): which records a model trained on."""
     return sha256_bytes(
         np.packbits(np.asarray(row, dtype=bool)).tobytes() + str(row.size).encode()
     )
