@@ -28,8 +28,8 @@ def digits():
 
 # ----------------------------------------------------------------------------- configs
 def test_registry_lists_the_recipes():
-    assert train.names() == ["callable", "sklearn", "torch-cnn", "torch-mlp"]
-    with pytest.raises(UnknownNameError, match="Valid training recipes: callable, sklearn"):
+    assert train.names() == ["callable", "opacus", "sklearn", "torch-cnn", "torch-mlp"]
+    with pytest.raises(UnknownNameError, match="Valid training recipes: callable, opacus, sklearn"):
         make_recipe("xgboost")
 
 

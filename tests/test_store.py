@@ -237,7 +237,7 @@ def test_labels_out_of_range_are_refused(tmp_path, data, recipe):
 
 def test_unknown_names_list_the_valid_ones(tmp_path, data, recipe):
     with pytest.raises(
-        UnknownNameError, match="Valid training recipes: callable, sklearn, torch-cnn"
+        UnknownNameError, match="Valid training recipes: callable, opacus, sklearn, torch-cnn"
     ):
         train_and_query(data, 2, "torch-mpl", store_root=tmp_path)
     with pytest.raises(UnknownNameError, match="Did you mean 'torch-mlp'"):

@@ -250,19 +250,21 @@ def train_opacus(
     criterion = torch.nn.CrossEntropyLoss()
     private.train()
     loss_sum, loss_batches = 0.0, 0
-    warnings.filterwarnings(
-        "ignore", message="Full backward hook is firing", category=UserWarning
-    )  # torch's note on hooks of modules whose inputs need no gradient (Opacus's hooks)
-    for epoch in range(cfg.epochs):
-        last = epoch == cfg.epochs - 1
-        for xb, yb in dp_loader:
-            dp_optimizer.zero_grad(set_to_none=True)
-            loss = criterion(private(xb.to(device)), yb.to(device))
-            loss.backward()
-            dp_optimizer.step()
-            if last and len(yb):
-                loss_sum += float(loss.detach())
-                loss_batches += 1
+    with warnings.catch_warnings():
+        # torch's note on hooks of modules whose inputs need no gradient (Opacus's hooks)
+        warnings.filterwarnings(
+            "ignore", message="Full backward hook is firing", category=UserWarning
+        )
+        for epoch in range(cfg.epochs):
+            last = epoch == cfg.epochs - 1
+            for xb, yb in dp_loader:
+                dp_optimizer.zero_grad(set_to_none=True)
+                loss = criterion(private(xb.to(device)), yb.to(device))
+                loss.backward()
+                dp_optimizer.step()
+                if last and len(yb):
+                    loss_sum += float(loss.detach())
+                    loss_batches += 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         eps = float(engine.get_epsilon(dp.delta)) if dp_optimizer.noise_multiplier else np.inf
