@@ -18,7 +18,9 @@ even then only NumPy arrays, dicts, lists, bytes and numbers are unpickled.
 from __future__ import annotations
 
 import codecs
+import difflib
 import hashlib
+import inspect
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,13 @@ FileLoader = Callable[..., Dataset]
 
 FILE_FORMATS: Registry[FileLoader] = Registry("file format")
 """Single-file loaders keyed by lower-case suffix (``".csv"``, ``".parquet"``, ``".npz"``)."""
+
+MAX_LOGIT_BYTES = 8 * 2**30
+"""Most bytes the float32 logits of one model over all records may take (``n · C · 4``): more
+means the labels are not class indices (e.g. ids or prices in the label column)."""
+
+MIN_CLASSES = 2
+"""A membership audit needs a classifier: at least two classes in the labels."""
 
 HASH_BLOCK_BYTES = 1 << 20
 """Bytes read at a time when hashing a source file."""
@@ -161,6 +170,59 @@ def _numeric_features(frame: pd.DataFrame, name: str) -> NDArray[np.float32]:
     return X
 
 
+def check_classes(y: NDArray[np.int64], n_classes: int, name: str) -> None:
+    """Errors that would otherwise surface only after training (the audit pipeline checks
+    them before it trains): fewer than two distinct labels, or so many classes that the logits
+    would not fit in memory (:data:`MAX_LOGIT_BYTES`) or that outnumber the records."""
+    n = len(y)
+    if n == 0:
+        raise ValidationError(f"{name}: no records (the file has a header but no rows)")
+    distinct = int(np.unique(y).size)
+    if distinct < MIN_CLASSES:
+        raise ValidationError(
+            f"{name}: every record has the same label; a membership audit needs a classifier "
+            f"trained on at least {MIN_CLASSES} classes (check label_col)"
+        )
+    logit_bytes = n * int(n_classes) * np.dtype(np.float32).itemsize
+    if n_classes > n or logit_bytes > MAX_LOGIT_BYTES:
+        raise ValidationError(
+            f"{name}: {n_classes:,} classes for {n:,} records (logits would take "
+            f"{logit_bytes / 2**30:.1f} GiB per model); labels must be class indices "
+            "0..C-1 or class names — is label_col the right column?"
+        )
+
+
+def _table_error(path: Path, exc: Exception) -> ValidationError:
+    """A one-line error for a table that cannot be parsed."""
+    if isinstance(exc, UnicodeDecodeError):
+        return ValidationError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        )
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return ValidationError(f"{path}: the file is empty (expected a header row and records)")
+    text = str(exc).strip().splitlines()
+    return ValidationError(f"{path}: cannot read the table: {text[-1] if text else exc}")
+
+
+def _string_ids(frame: pd.DataFrame, id_col: str, name: str) -> NDArray:
+    """The id column as strings exactly as written; missing or repeated ids are errors."""
+    col = frame[id_col]
+    missing = np.flatnonzero(col.isna().to_numpy())
+    if missing.size:
+        raise ValidationError(
+            f"{name}: id_col {id_col!r} has {missing.size} missing ids (first at data row "
+            f"{int(missing[0]) + 1}); every record needs an id"
+        )
+    ids = np.asarray([str(v) for v in col.tolist()], dtype=object)
+    values, counts = np.unique(ids.astype(str), return_counts=True)
+    if (counts > 1).any():
+        raise ValidationError(
+            f"{name}: id_col {id_col!r} repeats ids {values[counts > 1][:5].tolist()}; "
+            "ids must be unique"
+        )
+    return ids
+
+
 def dataset_from_frame(
     frame: pd.DataFrame,
     label_col: str,
@@ -196,11 +258,13 @@ def dataset_from_frame(
         feature_cols = [c for c in columns if c not in (label_col, id_col, *extra_cols)]
     if not feature_cols:
         raise ValidationError(f"{name}: no feature columns besides the label and id columns")
+    if len(frame) == 0:
+        raise ValidationError(f"{name}: no records (the file has a header but no rows)")
     X = _numeric_features(frame[list(feature_cols)], name)
     y, c, label_names = encode_labels(
         frame[label_col].to_numpy(), f"{name}: {label_col}", n_classes
     )
-    ids = frame[id_col].to_numpy() if id_col else np.arange(len(frame), dtype=np.int64)
+    ids = _string_ids(frame, id_col, name) if id_col else np.arange(len(frame), dtype=np.int64)
     meta: dict[str, Any] = {"feature_names": list(feature_cols)}
     if extra_cols:
         meta["columns"] = {c: frame[c].to_numpy() for c in extra_cols}
@@ -230,8 +294,15 @@ def load_csv(
     """
     p = _existing(path)
     delimiter = sep if sep is not None else ("\t" if p.suffix.lower() == ".tsv" else ",")
+    try:
+        # Ids as strings exactly as written: "000123" stays "000123", "1" and "01" differ.
+        frame = pd.read_csv(
+            p, sep=delimiter, dtype={id_col: str} if id_col else None, encoding="utf-8"
+        )
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise _table_error(p, exc) from None
     ds = dataset_from_frame(
-        pd.read_csv(p, sep=delimiter),
+        frame,
         label_col,
         name=str(p),
         id_col=id_col,
@@ -255,8 +326,14 @@ def load_parquet(
 ) -> Dataset:
     """A Parquet file with a label column and numeric feature columns (see :func:`load_csv`)."""
     p = _existing(path)
+    try:
+        frame = pd.read_parquet(p)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValidationError(
+            f"{p}: not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else exc})"
+        ) from None
     ds = dataset_from_frame(
-        pd.read_parquet(p),
+        frame,
         label_col,
         name=str(p),
         id_col=id_col,
@@ -266,6 +343,33 @@ def load_parquet(
     )
     ds.meta.update(_provenance("parquet", p))
     return ds
+
+
+def _check_npz(path: Path) -> None:
+    """Refuse an archive that is not a zip of ``.npy`` files, or whose array headers claim more
+    bytes than the archive holds (before anything is allocated)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if claimed > info.file_size:
+                    raise ValidationError(
+                        f"{path}: array {info.filename[:-4]!r} claims shape {shape} "
+                        f"({claimed:,} bytes) but holds {info.file_size:,} bytes; the file is "
+                        "damaged or crafted"
+                    )
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        raise ValidationError(f"{path}: not a valid .npz archive ({exc})") from None
 
 
 @register_dataset("npz")
@@ -285,6 +389,7 @@ def load_npz(
     are kept in ``meta["columns"]``.
     """
     p = _existing(path)
+    _check_npz(p)
     with np.load(p, allow_pickle=False) as archive:
         keys = sorted(archive.files)
         wanted = [("x_key", x_key), ("y_key", y_key)] + [("extra_cols", c) for c in extra_cols]
@@ -320,6 +425,18 @@ def load_file(path: str | Path, **options: Any) -> Dataset:
     """
     p = _existing(path)
     loader = FILE_FORMATS.get(p.suffix.lower() or "(no suffix)")
+    valid = [q for q in inspect.signature(loader).parameters if q != "path"]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        hints = [
+            f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
+            for k in unknown
+            for close in [difflib.get_close_matches(k, valid, n=1)]
+        ]
+        raise ValidationError(
+            f"data.params: unknown parameter {', '.join(hints)} for the {p.suffix} loader; "
+            f"valid parameters: {', '.join(valid)}"
+        )
     check_call(loader, f"{p.suffix or p.name} loader", p, **options)
     return loader(p, **options)
 
