@@ -41,19 +41,18 @@ from numpy.typing import NDArray
 
 from miaudit import attacks
 from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit, score_targets
+from miaudit.audit.cache import load_array, save_array
 from miaudit.audit.result import AuditResult, build_result
 from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
 from miaudit.data import Dataset
 from miaudit.data.splits import (
     LeaveOneOut,
     embed_keep,
-    extend_keep_matrix,
-    keep_matrix,
-    n_in_per_record,
+    paired_keep_matrix,
     population_split,
 )
 from miaudit.exceptions import MiauditError, MissingColumnError, ValidationError
-from miaudit.provenance import content_hash, dataset_fingerprint
+from miaudit.provenance import code_hash, content_hash, dataset_fingerprint, splits_code_hash
 from miaudit.registry import Registry
 from miaudit.report.files import write_metrics, write_outputs
 
@@ -98,15 +97,7 @@ SCORING_SOURCES = (
 @functools.cache
 def scoring_code_hash() -> str:
     """SHA-256 of the package version and of the :data:`SCORING_SOURCES` files."""
-    import miaudit
-
-    root = Path(miaudit.__file__).parent
-    h = hashlib.sha256(miaudit.__version__.encode())
-    for pattern in SCORING_SOURCES:
-        for path in sorted(root.glob(pattern)):
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    return code_hash(SCORING_SOURCES)
 
 
 def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +123,50 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
             hashlib.sha256(source.encode()).hexdigest() if source is not None else None
         )
     return key
+
+
+#: Models of the balanced base of an odd-sized :func:`nested_keep_matrix` (each record OUT of
+#: exactly one of them).
+ODD_BASE_MODELS = 3
+
+
+def nested_keep_matrix(
+    n_models: int, n_records: int, rng: np.random.Generator
+) -> NDArray[np.bool_]:
+    """A balanced keep matrix whose rows do not depend on ``n_models`` beyond its parity.
+
+    Even ``M = 2P``: ``P`` complementary pairs
+    (:func:`~miaudit.data.splits.paired_keep_matrix`), every record IN for exactly ``P``.
+    Odd ``M = 2P + 1``: a base of :data:`ODD_BASE_MODELS` models in which each record is OUT of
+    one model drawn uniformly (so IN for 2 of 3), then ``P - 1`` complementary pairs: every
+    record IN for exactly ``P + 1 = n_in_per_record(M)``. The pairs are drawn row by row from
+    one stream, so ``nested_keep_matrix(M)[:M']`` equals ``nested_keep_matrix(M')`` for every
+    ``M' <= M`` of the same parity and the same ``rng`` state (an extended audit reproduces a
+    fresh one). Base models train on about 2/3 of the records, paired models on 1/2.
+
+    Parameters
+    ----------
+    n_models : int
+        ``M >= 2``.
+    n_records : int
+        ``N >= 2``.
+    rng : numpy.random.Generator
+        Consumed once (one integer) to seed the streams.
+
+    Returns
+    -------
+    ndarray of shape (n_models, n_records), bool
+    """
+    pairs_seq, base_seq = np.random.SeedSequence(int(rng.integers(2**63))).spawn(2)
+    if n_models % 2 == 0:
+        return paired_keep_matrix(n_models // 2, n_records, np.random.default_rng(pairs_seq))
+    out = np.random.default_rng(base_seq).integers(0, ODD_BASE_MODELS, size=n_records)
+    base = np.arange(ODD_BASE_MODELS)[:, None] != out[None, :]
+    n_pairs = (n_models - ODD_BASE_MODELS) // 2
+    if n_pairs == 0:
+        return base
+    pairs = paired_keep_matrix(n_pairs, n_records, np.random.default_rng(pairs_seq))
+    return np.concatenate([base, pairs])
 
 
 def original_labels(ds: Dataset) -> NDArray:
@@ -275,6 +310,9 @@ class Audit:
         timer = _Timer()
         with timer.stage("data"):
             ds, member = self.load_data()
+        from miaudit.data.loaders import check_classes
+
+        check_classes(ds.y, ds.n_classes, f"data ({ds.name}): labels")
         n = len(ds)
         n_pop = n_population(cfg.data.population, n)
         split_seed, keep_seed = (
@@ -284,6 +322,7 @@ class Audit:
         n_models = mode.n_models(cfg)
         self._preflight(n, audit_idx.size, pop_idx.size, n_models)
         target = mode.load_target(self, ds)
+        mode.check_attacks(self, target)
         sub_keep, lineage = self._settle_keep(ds, audit_idx, pop_idx, n_models, keep_seed)
         keep = embed_keep(sub_keep, audit_idx, n)
 
@@ -301,6 +340,7 @@ class Audit:
                 audit_idx,
                 pop_idx,
                 targets.outputs,
+                targets.signals,
             )
         with timer.stage("metrics"):
             result = build_result(
@@ -315,8 +355,12 @@ class Audit:
                 seed=cfg.seed,
                 flag_fpr=cfg.report.flag_fpr,
                 models=targets.models,
-                attacks={s.display: _attack_meta(s.name, s.params) for s in cfg.attacks},
+                attacks={
+                    s.display: _attack_meta(s.name, s.params, targets.access.get(s.display))
+                    for s in cfg.attacks
+                },
             )
+        result.target = _target_info(target)
         result.config = cfg.model_dump(mode="json")
         with timer.stage("report"):
             write_outputs(result, cfg.output)
@@ -353,38 +397,22 @@ class Audit:
     ) -> tuple[NDArray[np.bool_], str]:
         """The keep matrix ``(n_models, n_audit)`` and its lineage (the store folder it trains in).
 
-        Stored matrices for the same data, split and seed (``output/splits``) are reused: a
-        balanced prefix when fewer models are asked for, a balanced extension
-        (:func:`~miaudit.data.splits.extend_keep_matrix`) when more are, so that models already
-        trained stay valid. Otherwise a fresh matrix starts a new lineage, trained in its own
-        store folder.
+        The matrix is :func:`nested_keep_matrix`: balanced (every record IN for exactly
+        ``n_in_per_record(n_models)`` models) and a pure function of the seed and the count,
+        whose first rows never depend on how many models are asked for within one parity. So
+        3 then 5 references in one folder give the same models and numbers as 5 in a fresh
+        folder, and the smaller run's models are reused. The lineage is a hash of the data,
+        the split, the seed, the splits code and the parity.
         """
         split_key = content_hash(
-            dataset_fingerprint(ds.X, ds.y, ds.record_ids), audit_idx, pop_idx, self.config.seed
+            dataset_fingerprint(ds.X, ds.y, ds.record_ids),
+            audit_idx,
+            pop_idx,
+            self.config.seed,
+            splits_code_hash(),
         )
-        folder = self.config.output / "splits" / split_key
-        folder.mkdir(parents=True, exist_ok=True)
-        stored = {p.stem: np.load(p) for p in sorted(folder.glob("*.npy"))}
-        k = n_in_per_record(n_models)
-        for lineage, arr in stored.items():
-            if arr.shape[0] >= n_models and bool((arr[:n_models].sum(axis=0) == k).all()):
-                return arr[:n_models], lineage
-        smaller = [(arr.shape[0], name) for name, arr in stored.items() if arr.shape[0] < n_models]
-        sub = None
-        if smaller:
-            _, lineage = max(smaller)
-            base = stored[lineage]
-            try:
-                sub = extend_keep_matrix(base, n_models - base.shape[0], seed=rng)
-            except ValidationError:
-                sub = None
-        if sub is None:
-            sub = keep_matrix(n_models, audit_idx.size, rng)
-            lineage = content_hash(sub[0])
-        tmp = folder / f"{lineage}.tmp.npy"
-        np.save(tmp, sub)
-        tmp.replace(folder / f"{lineage}.npy")
-        return sub, lineage
+        parity = "odd" if n_models % 2 else "even"
+        return nested_keep_matrix(n_models, audit_idx.size, rng), f"{split_key}-{parity}"
 
     def _train(self, ds: Dataset, keep: NDArray[np.bool_], lineage: str) -> _TrainedModels:
         from miaudit.audit.engine import train_and_query
@@ -409,19 +437,53 @@ class Audit:
         return _TrainedModels.from_engine(run)
 
     def _load_target(self, ds: Dataset) -> Any:
-        """The user's model, loaded before any training so that a bad target fails fast."""
+        """The user's model, loaded before any training so that a bad target fails fast, with
+        the config's output restrictions applied (``target.restrict``)."""
         from miaudit.targets import CallableTarget, load_target
+        from miaudit.targets.restrict import restrict
 
         tcfg = self.config.target
         assert tcfg is not None
         if self._target_predict is not None:
-            return CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
-        if not tcfg.model:
-            raise ConfigError(
-                "target.model: give the model to audit (a .skops file or "
-                "'module:function'), or pass target_predict= from Python"
+            target = CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
+        elif tcfg.http is not None:
+            target = _http_target(tcfg.http, ds.n_classes)
+        elif tcfg.model:
+            target = load_target(
+                tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted
             )
-        return load_target(tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted)
+        else:
+            raise ConfigError(
+                "target.model: give the model to audit (a .skops file or 'module:function'), "
+                "or target.http (a prediction API), or pass target_predict= from Python"
+            )
+        return restrict(target, tcfg.restrict)
+
+    def _query_signals(
+        self, ds: Dataset, target: Any
+    ) -> tuple[dict[str, NDArray], dict[str, str]]:
+        """Signals that ``needs_queries`` attacks compute by querying the target on every
+        record, and the threat model each attack runs under (for the report)."""
+        from miaudit.targets import capabilities
+
+        returns = _describe_returns(capabilities(target))
+        signals: dict[str, NDArray] = {}
+        access: dict[str, str] = {}
+        for spec in self.config.attacks:
+            attack = attacks.create(spec.name, **spec.params)
+            access[spec.display] = returns
+            if not attack.info.needs_queries:
+                continue
+            for name, values in attack.query_signals(target, ds.X, ds.y).items():
+                signals[name] = values
+            spent = getattr(attack, "_last_queries", None)
+            if spent is not None and len(spent):
+                budget = getattr(attack, "budget", None)
+                access[spec.display] += (
+                    f", {float(np.mean(spent)):,.0f} queries per record (max "
+                    f"{int(np.max(spent)):,}" + (f", budget {budget:,})" if budget else ")")
+                )
+        return signals, access
 
     def _query_target(self, ds: Dataset, target: Any) -> NDArray[np.float64]:
         """The target's outputs on every record and query, shape (n, q, C)."""
@@ -452,6 +514,7 @@ class Audit:
         audit_idx: NDArray,
         pop_idx: NDArray,
         target_outputs: NDArray | None,
+        target_signals: dict[str, NDArray] | None = None,
     ) -> dict[str, NDArray[np.float64]]:
         """Scores of every attack, cached in ``output/cache`` by a hash of their inputs."""
         cache = self.config.output / "cache"
@@ -463,14 +526,15 @@ class Audit:
             pop_idx,
             [(int(t), r.tolist()) for t, r in splits],
             target_outputs if target_outputs is not None else "no external target",
+            *[(name, target_signals[name]) for name in sorted(target_signals or {})],
         )
         bank = SignalBank(outputs, labels)
         result: dict[str, NDArray[np.float64]] = {}
         for spec in self.config.attacks:
-            key = content_hash(*common, attack_fingerprint(spec.name, spec.params))
-            path = cache / f"scores-{key}.npy"
-            if path.is_file():
-                result[spec.display] = np.load(path)
+            key = f"scores-{content_hash(*common, attack_fingerprint(spec.name, spec.params))}"
+            cached = load_array(cache, key)
+            if cached is not None and cached.shape == (len(splits), audit_idx.size):
+                result[spec.display] = cached
                 continue
             scores = score_targets(
                 bank,
@@ -481,10 +545,9 @@ class Audit:
                 pop_idx,
                 target_outputs,
                 quiet=True if self.config.quiet else None,
+                target_signals=target_signals,
             )[spec.display]
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, scores)
-            tmp.replace(path)
+            save_array(cache, key, scores)
             result[spec.display] = scores
         return result
 
@@ -505,6 +568,10 @@ class _Targets:
         The external target's outputs (model audits).
     models : pandas.DataFrame
         The models table of the report.
+    signals : dict of str to ndarray of shape (N, q)
+        Signals of the external target computed by querying it (``needs_queries`` attacks).
+    access : dict of str to str
+        Attack label → the threat model it ran under (what the target returned, queries spent).
     """
 
     splits: list[TargetSplit]
@@ -512,6 +579,8 @@ class _Targets:
     names: list[Any]
     outputs: NDArray | None
     models: pd.DataFrame
+    signals: dict[str, NDArray] = field(default_factory=dict)
+    access: dict[str, str] = field(default_factory=dict)
 
 
 class AuditMode(ABC):
@@ -530,6 +599,17 @@ class AuditMode(ABC):
     def load_target(self, audit: Audit, ds: Dataset) -> Any:
         """The user's model, loaded before any training (None when the mode has none)."""
         return None
+
+    def check_attacks(self, audit: Audit, target: Any) -> None:
+        """Refuse, before training, attacks this mode cannot feed (:class:`ConfigError`)."""
+        live = [
+            s.display for s in audit.config.attacks if attacks.get(s.name).info.needs_queries
+        ]
+        if live:
+            raise ConfigError(
+                f"attacks {live} query a live target; they run in mode: model, against the "
+                "user's model"
+            )
 
     @abstractmethod
     def targets(
@@ -605,6 +685,21 @@ class ModelMode(AuditMode):
     def load_target(self, audit: Audit, ds: Dataset) -> Any:
         return audit._load_target(ds)
 
+    def check_attacks(self, audit: Audit, target: Any) -> None:
+        from miaudit.targets import check_capabilities
+
+        problems = []
+        for spec in audit.config.attacks:
+            try:
+                check_capabilities(attacks.get(spec.name), target)
+            except MiauditError as exc:
+                problems.append(f"{spec.display}: {exc}")
+        if problems:
+            raise ConfigError(
+                "target: the model as audited cannot feed these attacks (remove them, or audit "
+                "with fuller outputs):\n  " + "\n  ".join(problems)
+            )
+
     def targets(
         self,
         audit: Audit,
@@ -619,12 +714,15 @@ class ModelMode(AuditMode):
         assert member is not None
         with timer.stage("querying target"):
             outputs = audit._query_target(ds, target)
+            signals, access = audit._query_signals(ds, target)
         return _Targets(
             splits=[(EXTERNAL_TARGET, np.arange(keep.shape[0]))],
             truth=member[audit_idx][None, :],
             names=["target"],
             outputs=outputs,
             models=_with_target_row(trained.models, outputs, ds.y, member),
+            signals=signals,
+            access=access,
         )
 
 
@@ -708,9 +806,59 @@ def _population_from_non_members(
     return audit, pop
 
 
-def _attack_meta(name: str, params: dict[str, Any]) -> dict[str, Any]:
+def _attack_meta(name: str, params: dict[str, Any], access: str | None) -> dict[str, Any]:
     info = attacks.get(name).info
-    return {"name": name, "title": info.title, "paper": info.paper, "params": params}
+    meta = {"name": name, "title": info.title, "paper": info.paper, "params": params}
+    if access is not None:
+        meta["threat_model"] = access
+    return meta
+
+
+#: How the report names what a target returns, strongest capability first.
+_RETURNS = (
+    ("logits", "full outputs (logits)"),
+    ("probs", "probabilities"),
+    ("top_k", "top-k scores"),
+    ("label", "label only"),
+)
+
+
+def _describe_returns(caps: frozenset[str]) -> str:
+    """E.g. ``"label only"`` for a target whose strongest output is its label."""
+    return next((text for cap, text in _RETURNS if cap in caps), ", ".join(sorted(caps)))
+
+
+def _http_target(cfg: Any, n_classes: int) -> Any:
+    """An :class:`~miaudit.targets.http.HttpTarget` from ``target.http``; header values are
+    read from the environment variables that ``headers_env`` names."""
+    import os
+
+    from miaudit.targets.http import HttpTarget
+
+    missing = [var for var in cfg.headers_env.values() if var not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"target.http.headers_env: environment variable(s) {missing} are not set"
+        )
+    headers = {name: os.environ[var] for name, var in cfg.headers_env.items()}
+    params = {"n_classes": n_classes, **cfg.params}
+    return HttpTarget(url=cfg.url, headers=headers, **params)
+
+
+def _target_info(target: Any) -> dict[str, Any]:
+    """What the report says of a user's target: what it returns and, for an API, its usage."""
+    if target is None:
+        return {}
+    from miaudit.targets import capabilities
+
+    info: dict[str, Any] = {
+        "type": type(target).__name__,
+        "returns": sorted(capabilities(target)),
+    }
+    usage = getattr(target, "usage", None)
+    if callable(usage):
+        info["usage"] = usage()
+    return info
 
 
 def run_audit(config: AuditConfig | dict[str, Any] | str | Path, **overrides: Any) -> AuditResult:
