@@ -60,7 +60,10 @@ def write_json(obj: Any, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(dumps(obj), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(dumps(obj))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
