@@ -98,6 +98,30 @@ class TrainingConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class HttpConfig(_Section):
+    """A model behind an HTTP prediction API (:class:`miaudit.targets.http.HttpTarget`).
+
+    ``url`` is required; every other key is a parameter of ``HttpTarget`` (``kind``,
+    ``outputs``, ``input_field``, ``output_path``, ``extra_fields``, ``batch_size``,
+    ``max_retries``, ``backoff``, ``max_backoff``, ``rate_limit``, ``timeout``, ``budget``,
+    ``seed``), checked against its signature when the config is loaded. Secrets stay out of the
+    file: ``headers_env`` maps a header name to the environment variable holding its value::
+
+        http: {url: "http://127.0.0.1:8000/predict", kind: probs, budget: 200000,
+               headers_env: {Authorization: MODEL_API_TOKEN}}
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    url: str
+    headers_env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The ``HttpTarget`` parameters besides ``url`` and the headers."""
+        return dict(self.model_extra or {})
+
+
 class TargetConfig(_Section):
     """The user's trained model, for ``mode: model``.
 
@@ -105,8 +129,14 @@ class TargetConfig(_Section):
     that maps features to logits or probabilities (for a torch model, a function that builds
     the module, loads its weights and returns its logits). A relative file path is relative to
     the config file's folder. From Python, ``Audit(target_predict=...)`` replaces ``model``.
-    Membership of each record in the target's training set comes from the data file's
-    ``member_col`` column (or ``Audit(is_member=...)``).
+    ``http`` instead names a prediction API (:class:`HttpConfig`). Membership of each record in
+    the target's training set comes from the data file's ``member_col`` column (or
+    ``Audit(is_member=...)``).
+
+    ``restrict`` audits the model under a weaker threat model, or with an output defence: a list
+    of restrictions applied in order (:func:`miaudit.targets.restrict.restrict`), e.g.
+    ``[{round: 1}, {top_k: 1}]`` or ``[{label_only: true}]``. Attacks the restricted target
+    cannot feed are refused when the audit starts.
     """
 
     model: str | None = None
@@ -121,6 +151,14 @@ class TargetConfig(_Section):
         description="what the model returns; default: probabilities for .skops; for a "
         "callable, probabilities when every row lies in [0, 1] and sums to 1, else logits",
     )
+    http: HttpConfig | None = None
+    restrict: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_model(self) -> TargetConfig:
+        if self.model is not None and self.http is not None:
+            raise ValueError("give only one of target.model (a file or callable) or target.http")
+        return self
 
 
 class AttackSpec(_Section):
@@ -292,6 +330,31 @@ class AuditConfig(_Section):
                 )
         self._check_training_params()
         self._check_executor_params()
+        self._check_target()
+
+    def _check_target(self) -> None:
+        """HTTP target parameters against ``HttpTarget``'s signature; restriction keys."""
+        if self.target is None:
+            return
+        from miaudit.registry import check_call
+        from miaudit.targets.restrict import RESTRICTIONS
+
+        if self.target.http is not None:
+            from miaudit.targets.http import HttpTarget
+
+            try:
+                check_call(HttpTarget, "target.http", url=self.target.http.url,
+                           **self.target.http.params)
+            except MiauditError as exc:
+                raise NameProblem(("target", "http"), str(exc)) from None
+        for i, spec in enumerate(self.target.restrict):
+            unknown = [k for k in spec if k not in RESTRICTIONS]
+            if unknown or len(spec) != 1:
+                raise NameProblem(
+                    ("target", "restrict", i),
+                    f"expected one restriction of {', '.join(RESTRICTIONS.names())} with its "
+                    f"value, got {spec!r}",
+                )
 
     def _check_executor_params(self) -> None:
         """The executor's parameters against its signature (nothing is started)."""

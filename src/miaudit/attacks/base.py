@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from miaudit._validation import check_array, check_keep, check_labels
 from miaudit.attacks._reference_stats import Side, require_references
 from miaudit.exceptions import MissingRequirementError, ValidationError
-from miaudit.signals import OutputKind, compute_signal
+from miaudit.signals import SIGNALS, OutputKind, compute_signal
 
 Part = Literal["target", "references", "population_target", "population_references"]
 _PARTS: tuple[Part, ...] = ("target", "references", "population_target", "population_references")
@@ -233,6 +233,13 @@ class AttackData:
         arr = check_array(values, f"signal {name!r} of {part}", ndim=lead + 1, finite=False)
         self._cache[(name, part)] = arr
 
+    def has_signal(self, name: str, part: Part = "target") -> bool:
+        """Whether signal ``name`` of ``part`` was given, or is a registered signal that can be
+        computed from the part's outputs."""
+        if (name, part) in self._cache:
+            return True
+        return name in SIGNALS and getattr(self, part) is not None
+
     def outputs(self, part: Part = "target") -> NDArray[np.float64]:
         """Raw outputs of ``part``; error if they were not given."""
         arr = getattr(self, part)
@@ -290,6 +297,23 @@ class Attack(ABC):
                 f"expected ({data.n_records},)"
             )
         return scores
+
+    def query_signals(self, target: Any, X: NDArray, y: NDArray) -> dict[str, NDArray[np.float64]]:
+        """Signals of a live target that an ``info.needs_queries`` attack computes by querying
+        it: ``{name: array of shape (n, q)}``, handed back to :meth:`score` as precomputed
+        signals of the ``"target"`` part.
+
+        Parameters
+        ----------
+        target : Target
+            The model under audit (its restrictions applied).
+        X : ndarray of shape (n, ...)
+        y : ndarray of shape (n,)
+        """
+        raise NotImplementedError(
+            f"attack {self.info.name!r} does not query a live target (info.needs_queries is "
+            "False)"
+        )
 
     def params(self) -> dict[str, object]:
         """The attack's hyper-parameters (written into results for traceability)."""

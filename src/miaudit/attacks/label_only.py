@@ -581,8 +581,19 @@ class LabelOnlyBoundaryAttack(Attack):
         needs_queries=True,
     )
 
-    def __init__(self, class_thresholds: bool = True) -> None:
+    def __init__(
+        self, class_thresholds: bool = True, budget: int = DEFAULT_BUDGET, seed: int = 0
+    ) -> None:
         self.class_thresholds = bool(class_thresholds)
+        self.budget = check_count(budget, "budget", 1)
+        self.seed = check_count(seed, "seed")
+
+    def query_signals(self, target: Any, X: NDArray, y: NDArray) -> dict[str, NDArray[np.float64]]:
+        """The boundary distance of every record (:func:`boundary_distance` with this attack's
+        ``budget`` and ``seed``), shape (n, 1); the queries spent are kept in ``last_queries``."""
+        result = boundary_distance(target, X, y, budget=self.budget, seed=self.seed)
+        self._last_queries = result.queries
+        return {BOUNDARY_SIGNAL: result.signal()}
 
     @staticmethod
     def _distance(data: AttackData, part: str) -> NDArray[np.float64]:
@@ -598,7 +609,13 @@ class LabelOnlyBoundaryAttack(Attack):
 
     def _score(self, data: AttackData) -> NDArray[np.float64]:
         dist = self._distance(data, "target")
-        if not self.class_thresholds or data.keep is None or data.n_references == 0:
+        if (
+            not self.class_thresholds
+            or data.keep is None
+            or not data.has_signal(BOUNDARY_SIGNAL, "references")
+        ):
+            # No reference distances (e.g. the references of a model audit are not live
+            # models): the raw distance, thresholded globally.
             return dist
         return class_threshold_scores(
             dist, data.labels, self._distance(data, "references"), data.keep

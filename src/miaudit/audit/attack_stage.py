@@ -12,7 +12,7 @@ user's model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,9 +81,13 @@ def attack_data(
     target_outputs: NDArray | None = None,
     *,
     with_outputs: bool = True,
+    target_signals: Mapping[str, NDArray] | None = None,
 ) -> AttackData:
     """The :class:`AttackData` for one target: audited records ``audit_idx``, population records
     ``population_idx``, signals in ``signal_names`` sliced from ``bank``.
+
+    ``target_signals`` (name → (N, q)) are signals of the external target computed by querying
+    it (:meth:`~miaudit.attacks.Attack.query_signals`), handed over as its precomputed signals.
 
     ``target_outputs`` (shape (N, q, C)) replaces ``bank.outputs[target]`` for an external
     target (``target == EXTERNAL_TARGET``). With ``with_outputs=False`` only the signals are
@@ -130,6 +134,10 @@ def attack_data(
             data.set_signal(name, "references", sig[:, audit_idx])
             if has_pop:
                 data.set_signal(name, "population_references", sig[:, population_idx])
+    for name, values in (target_signals or {}).items():
+        data.set_signal(name, "target", np.asarray(values)[audit_idx])
+        if has_pop:
+            data.set_signal(name, "population_target", np.asarray(values)[population_idx])
     if not with_outputs and refs.size:
         data.keep = check_keep(keep[refs][:, audit_idx], shape=(refs.size, audit_idx.size))
     return data
@@ -152,8 +160,11 @@ def score_targets(
     population_idx: NDArray[np.int64],
     target_outputs: NDArray | None = None,
     quiet: bool | None = None,
+    target_signals: Mapping[str, NDArray] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
     """Scores of every attack on every target (a progress bar over targets on a terminal).
+
+    ``target_signals``: see :func:`attack_data`.
 
     Returns
     -------
@@ -168,6 +179,7 @@ def score_targets(
         data = attack_data(
             bank, split, keep, audit_idx, population_idx, wanted, target_outputs,
             with_outputs=with_outputs,
+            target_signals=target_signals,
         )
         for label, attack in instances.items():
             out[label][i] = attack.score(data)

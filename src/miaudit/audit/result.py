@@ -65,6 +65,9 @@ class AuditResult:
         The configuration (JSON form).
     versions : dict of str to str
         Package versions.
+    target : dict
+        Model audits: what the user's model returns (``returns``) and, for an API, the queries
+        it answered (``usage``).
     """
 
     metrics: dict[str, MetricsSummary]
@@ -80,6 +83,7 @@ class AuditResult:
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
+    target: dict[str, Any] = field(default_factory=dict)
 
     @property
     def headline(self) -> str:
@@ -101,6 +105,7 @@ class AuditResult:
                 "mean_test_accuracy": _mean(self.models, "test_accuracy"),
                 "n_trained": _n_trained(self.models),
             },
+            **({"target": self.target} if self.target else {}),
             "timings_seconds": self.timings,
             "versions": self.versions,
             "config": self.config,

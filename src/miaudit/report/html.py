@@ -158,7 +158,8 @@ def render_report(result: AuditResult, roc_png: Path, hist_png: Path) -> str:
     attack_rows = "".join(
         f"<tr><td class='name'>{_e(k)}</td><td class='name'>{_e(v.get('title', ''))}</td>"
         f"<td class='name'>{_e(v.get('paper', ''))}</td>"
-        f"<td class='name'>{_e(json.dumps(v.get('params', {})))}</td></tr>"
+        f"<td class='name'>{_e(json.dumps(v.get('params', {})))}</td>"
+        f"<td class='name'>{_e(v.get('threat_model', 'full outputs (logits)'))}</td></tr>"
         for k, v in result.attacks.items()
     )
     timings = "".join(
@@ -193,13 +194,30 @@ target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flag
 {_frame_table(top, "record_id")}
 <h2>Attacks run</h2>
 <table><tr><th class="name">label</th><th class="name">attack</th><th class="name">paper</th>
-<th class="name">parameters</th></tr>{attack_rows}</table>
+<th class="name">parameters</th><th class="name">threat model (what the attack saw)</th></tr>
+{attack_rows}</table>{_target_note(result.target)}
 <h2>Run</h2>
 <table><tr><th class="name">stage</th><th>seconds</th></tr>{timings}</table>
 <p class="muted">Versions: {versions}</p>
 <details><summary>configuration</summary><pre>{yaml_text}</pre></details>
 </body></html>
 """
+
+
+def _target_note(target: dict[str, Any]) -> str:
+    """The audited model's access and, for an API, the queries it answered."""
+    if not target:
+        return ""
+    text = f"<p>Target: {_e(target.get('type', ''))}, returning {_e(', '.join(target['returns']))}."
+    usage = target.get("usage")
+    if usage:
+        budget = usage.get("budget")
+        text += (
+            f" It answered {usage['queries']:,} queries in {usage['requests']:,} requests "
+            f"({usage['failures']:,} failed and were retried)"
+            + (f"; query budget {budget:,}." if budget is not None else ".")
+        )
+    return text + "</p>"
 
 
 def _scores_note(cfg: dict[str, Any]) -> str:

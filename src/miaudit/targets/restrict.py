@@ -29,6 +29,7 @@ observation of Choquette-Choo et al. (ICML 2021) that output perturbation such a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,16 +38,19 @@ from numpy.typing import NDArray
 
 from miaudit._validation import check_count
 from miaudit.exceptions import ValidationError
+from miaudit.registry import Registry
 from miaudit.signals import OutputKind, log_probabilities
 from miaudit.targets import capabilities, predict_labels
 
 __all__ = [
+    "RESTRICTIONS",
     "LabelOnly",
     "NoisyOutputs",
     "Rounded",
     "Temperature",
     "TopK",
     "probabilities",
+    "restrict",
 ]
 
 #: Largest number of decimals :class:`Rounded` accepts (float64 holds about 15 decimal digits).
@@ -267,3 +271,50 @@ class NoisyOutputs:
 
     def predict_labels(self, X: NDArray) -> NDArray[np.int64]:
         return predict_labels(self.target, X)
+
+
+# ------------------------------------------------------------------------ from a config
+def _noise(target: Any, value: Any) -> NoisyOutputs:
+    params = value if isinstance(value, dict) else {"sigma": value}
+    return NoisyOutputs(target, **params)
+
+
+#: Restrictions by the key a config gives them: ``{top_k: 1}``, ``{round: 2}``,
+#: ``{temperature: 2.0}``, ``{label_only: true}``, ``{noise: 0.5}`` or ``{noise: {sigma, seed}}``.
+RESTRICTIONS: Registry[Any] = Registry("output restriction")
+RESTRICTIONS.add("top_k", lambda t, v: TopK(t, v))
+RESTRICTIONS.add("round", lambda t, v: Rounded(t, v))
+RESTRICTIONS.add("temperature", lambda t, v: Temperature(t, v))
+RESTRICTIONS.add("label_only", lambda t, v: LabelOnly(t) if v else t)
+RESTRICTIONS.add("noise", _noise)
+
+
+def restrict(target: Any, specs: Sequence[Mapping[str, Any]]) -> Any:
+    """``target`` wrapped by each restriction of ``specs`` in order (innermost first).
+
+    Parameters
+    ----------
+    target : Target
+    specs : sequence of mappings
+        Each with one key of :data:`RESTRICTIONS` and its value, e.g.
+        ``[{"round": 1}, {"top_k": 1}]`` is ``TopK(Rounded(target, 1), 1)``.
+
+    Examples
+    --------
+    >>> from miaudit.targets import CallableTarget
+    >>> t = restrict(CallableTarget(lambda X: X, kind="probs"), [{"round": 1}, {"top_k": 1}])
+    >>> type(t).__name__, type(t.target).__name__
+    ('TopK', 'Rounded')
+    """
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or len(spec) != 1:
+            raise ValidationError(
+                f"restrict[{i}]: expected one key ({', '.join(RESTRICTIONS.names())}) with its "
+                f"value, got {spec!r}"
+            )
+        ((key, value),) = spec.items()
+        try:
+            target = RESTRICTIONS.get(str(key))(target, value)
+        except TypeError as exc:
+            raise ValidationError(f"restrict[{i}].{key}: bad value {value!r} ({exc})") from None
+    return target
