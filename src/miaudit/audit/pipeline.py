@@ -28,6 +28,7 @@ import functools
 import hashlib
 import inspect
 import time
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -449,9 +450,15 @@ class Audit:
         elif tcfg.http is not None:
             target = _http_target(tcfg.http, ds.n_classes)
         elif tcfg.model:
-            target = load_target(
-                tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted
-            )
+            try:
+                target = load_target(
+                    tcfg.model, ds.n_classes, kind=tcfg.output_kind, trusted=tcfg.trusted
+                )
+            except (zipfile.BadZipFile, KeyError) as exc:  # skops: not a skops archive
+                raise ConfigError(
+                    f"target.model: {tcfg.model} is not a readable .skops file ({exc}); save "
+                    "the model with skops.io.dump (pickles are refused)"
+                ) from None
         else:
             raise ConfigError(
                 "target.model: give the model to audit (a .skops file or 'module:function'), "
