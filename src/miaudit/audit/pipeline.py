@@ -862,9 +862,11 @@ def _target_info(target: Any) -> dict[str, Any]:
         "type": type(target).__name__,
         "returns": sorted(capabilities(target)),
     }
-    usage = getattr(target, "usage", None)
-    if callable(usage):
-        info["usage"] = usage()
+    inner = target  # an API's usage, under any restricting wrappers (their .target)
+    while inner is not None and not callable(getattr(inner, "usage", None)):
+        inner = getattr(inner, "target", None)
+    if inner is not None:
+        info["usage"] = inner.usage()
     return info
 
 
