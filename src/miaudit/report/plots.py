@@ -7,9 +7,11 @@ on headless machines and do not disturb a user's interactive matplotlib session.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,6 +43,23 @@ HIST_CLIP_QUANTILES = (0.005, 0.995)
 FALLBACK_MIN_FPR = 1e-5
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain_text(fn: F) -> F:
+    """Draw with mathtext off: a ``$`` in an attack label or file name is text, not TeX (a
+    ``$\\foo$`` label would otherwise abort the plot)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _check_curve(name: str, curve: tuple[ArrayLike, ArrayLike]) -> tuple[NDArray, NDArray]:
     try:
         fpr, tpr = curve
@@ -66,6 +85,7 @@ def _legend_label(name: str, summary: MetricsSummary | None, legend_fpr: float) 
     return f"{name} ({', '.join(parts)})"
 
 
+@_plain_text
 def plot_roc(
     curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
     path: str | Path,
@@ -143,6 +163,19 @@ def plot_roc(
     return _save(fig, path)
 
 
+#: Largest absolute score drawn unscaled: matplotlib's tick locators overflow on axes that span
+#: nearly the whole float64 range, so larger scores are drawn divided by a power of ten.
+MAX_UNSCALED_SCORE = 1e100
+
+
+def _axis_scale(values: NDArray[np.float64]) -> float:
+    """1, or the power of ten that brings the largest ``|value|`` below 10."""
+    top = float(np.max(np.abs(values)))
+    if top <= MAX_UNSCALED_SCORE:
+        return 1.0
+    return float(10.0 ** math.floor(math.log10(top)))
+
+
 def clipped_bin_edges(
     values: NDArray[np.float64], bins: int, quantiles: tuple[float, float] = HIST_CLIP_QUANTILES
 ) -> tuple[NDArray[np.float64], int]:
@@ -167,10 +200,16 @@ def clipped_bin_edges(
     lo, hi = (float(v) for v in np.quantile(values, quantiles))
     if lo == hi:
         lo, hi = float(values.min()), float(values.max())
-    edges = np.histogram_bin_edges(values, bins=bins, range=(lo, hi))
+    with np.errstate(over="ignore"):
+        span_finite = bool(np.isfinite(hi - lo))
+    if span_finite:
+        edges = np.histogram_bin_edges(values, bins=bins, range=(lo, hi))
+    else:  # scores near ±1.8e308: the width overflows, so space the edges at half scale
+        edges = np.linspace(lo / 2, hi / 2, bins + 1) * 2
     return edges, int(np.count_nonzero((values < edges[0]) | (values > edges[-1])))
 
 
+@_plain_text
 def plot_score_histograms(
     scores_by_attack: Mapping[str, ArrayLike],
     is_member: ArrayLike,
@@ -218,9 +257,12 @@ def plot_score_histograms(
         finite = np.isfinite(s)
         xlabel = "score (higher = member)"
         if finite.any():
-            edges, n_outside = clipped_bin_edges(s[finite], bins)
+            scale = _axis_scale(s[finite])
+            if scale != 1.0:
+                xlabel = f"score / {scale:.0e} (higher = member)"
+            edges, n_outside = clipped_bin_edges(s[finite] / scale, bins)
             for sel, label, color in ((m, "members", "C3"), (~m, "non-members", "C0")):
-                values = np.clip(s[sel & finite], edges[0], edges[-1])
+                values = np.clip(s[sel & finite] / scale, edges[0], edges[-1])
                 if values.size:
                     ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
             if n_outside:
