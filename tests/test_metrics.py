@@ -305,7 +305,19 @@ def test_summarize_is_consistent_with_the_single_metrics():
     assert s.advantage == M.advantage(scores, is_member)
     assert s.balanced_accuracy == M.balanced_accuracy(scores, is_member)
     assert s.tpr_at_fpr == tuple(M.tpr_at_fpr(scores, is_member, f, alpha=0.1) for f in fprs)
-    assert s.epsilon == M.epsilon_lower_bound_from_scores(scores, is_member, delta=1e-4, alpha=0.1)
+    # The default epsilon is the valid split: chosen on a stratified half, bound on the rest.
+    assert s.epsilon.selection == "split"
+    e = s.epsilon
+    n_in, n_out = int(is_member.sum()), int((~is_member).sum())
+    assert (e.tp + e.fn, e.fp + e.tn) == (n_in - round(n_in / 2), n_out - round(n_out / 2))
+    optimistic = M.summarize(
+        scores, is_member, fprs, alpha=0.1, delta=1e-4, n_bootstrap=200, rng=4,
+        epsilon_selection="best_on_same_data",
+    )
+    assert optimistic.epsilon == M.epsilon_lower_bound_from_scores(
+        scores, is_member, delta=1e-4, alpha=0.1
+    )
+    assert optimistic.auc_interval == s.auc_interval  # the split does not disturb the bootstrap
     assert s.at(0.001).target_fpr == 0.001
     assert not s.at(1e-5).reachable
 
@@ -458,3 +470,19 @@ def test_auc_interval_warns_when_a_class_is_tiny():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         M.auc_interval(scores, enough)
+
+
+def test_split_epsilon_is_valid_on_scores_that_carry_no_signal():
+    """Random scores: the split bound claims ε > 0 about as often as α allows; the optimistic
+    best-of-all-thresholds bound claims it far more often (the reason it is not the default)."""
+    alpha, n_seeds = 0.05, 60
+    split = optimistic = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(seed)
+        scores, member = rng.normal(size=400), rng.random(400) < 0.5
+        common = {"alpha": alpha, "delta": 0.0, "n_bootstrap": 10, "rng": seed}
+        split += M.summarize(scores, member, (0.1,), **common).epsilon.epsilon > 0
+        best = M.summarize(scores, member, (0.1,), epsilon_selection="best_on_same_data", **common)
+        optimistic += best.epsilon.epsilon > 0
+    assert split <= 2 * alpha * n_seeds  # 6 of 60, with room for chance
+    assert optimistic > split

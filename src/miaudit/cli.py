@@ -126,7 +126,14 @@ def evaluate(
     n_bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples of the AUC interval.")
     ] = DEFAULT_N_BOOTSTRAP,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of the ε split.")] = 0,
+    epsilon_selection: Annotated[
+        str,
+        typer.Option(
+            help="ε bound's threshold: 'split' (chosen on half the records, valid) or "
+            "'best_on_same_data' (optimistic)."
+        ),
+    ] = "split",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Compute the metrics of per-record scores; write metrics.json, roc.png, report.html."""
@@ -151,6 +158,7 @@ def evaluate(
         delta=delta,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        epsilon_selection=epsilon_selection,  # type: ignore[arg-type]  (checked by summarize)
         attacks={sf.path.stem: {"name": "scores", "title": f"scores from {sf.path.name}"}},
     )
     result.config = {

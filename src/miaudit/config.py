@@ -232,6 +232,11 @@ class AuditConfig(_Section):
     fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS))
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0.0, lt=1.0)
     delta: float = Field(default=DEFAULT_DELTA, ge=0.0, lt=1.0)
+    epsilon_selection: Literal["split", "best_on_same_data"] = Field(
+        default="split",
+        description="the ε lower bound's threshold: chosen on half the records and the bound "
+        "computed on the other half (valid), or the best on all records (optimistic)",
+    )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     quiet: bool = False
     report: ReportConfig = Field(default_factory=ReportConfig)

@@ -785,6 +785,24 @@ def _stratified_split(
     return calib
 
 
+#: Fraction of each class that picks the threshold of a split epsilon bound.
+SPLIT_CALIBRATION_FRACTION = 0.5
+
+
+def _split_bound(
+    s: NDArray[np.float64], m: NDArray[np.bool_], delta: float, alpha: float,
+    rng: np.random.Generator,
+) -> EpsilonBound:
+    """The bound of the threshold chosen on a stratified half, computed on the other half;
+    0 (no evidence) when a class has fewer than 2 records to split."""
+    n_in, n_out = int(m.sum()), int((~m).sum())
+    if min(n_in, n_out) < 2:
+        return EpsilonBound(0.0, math.nan, 0, n_in, 0, n_out, delta, alpha, "split")
+    calib = _stratified_split(m, SPLIT_CALIBRATION_FRACTION, rng)
+    best = _best_bound(_roc_counts(s[calib], m[calib]), delta, alpha)
+    return _bound_at(s[~calib], m[~calib], best.threshold, delta, alpha, "split")
+
+
 def epsilon_lower_bound_from_scores(
     scores: ArrayLike,
     is_member: ArrayLike,
@@ -949,6 +967,7 @@ def summarize(
     delta: float = DEFAULT_DELTA,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     rng: SeedLike = 0,
+    epsilon_selection: Literal["split", "best_on_same_data"] = "split",
 ) -> MetricsSummary:
     """All metrics of one set of scores, computed from one exact ROC curve.
 
@@ -966,7 +985,13 @@ def summarize(
     n_bootstrap : int
         Resamples of the AUC interval.
     rng : int or numpy.random.Generator
-        Seed or generator of the bootstrap.
+        Seed or generator of the bootstrap, then of the epsilon bound's calibration split.
+    epsilon_selection : {"split", "best_on_same_data"}
+        How the epsilon bound's threshold is chosen (:func:`epsilon_lower_bound_from_scores`):
+        ``"split"`` (default, a valid bound): on a stratified half of the records, the bound
+        computed on the other half (0 when a class has fewer than 2 records to split);
+        ``"best_on_same_data"``: the best bound over every threshold of the same records —
+        optimistic, for comparing attacks, never as a claim.
 
     Returns
     -------
@@ -989,18 +1014,29 @@ def summarize(
     ]
     alpha, delta = _check_alpha(alpha), _check_delta(delta)
     n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    if epsilon_selection not in ("split", "best_on_same_data"):
+        raise ValidationError(
+            f"epsilon_selection: expected 'split' or 'best_on_same_data', got "
+            f"{epsilon_selection!r}"
+        )
     c = _roc_counts(s, m)
     adv = _advantage(c)
+    gen = as_generator(rng, "rng")
+    auc_interval = _auc_interval(s, m, n_bootstrap, alpha, gen)
+    if epsilon_selection == "split":
+        epsilon = _split_bound(s, m, delta, alpha, gen)
+    else:
+        epsilon = _best_bound(c, delta, alpha)
     return MetricsSummary(
         n_members=c.n_members,
         n_non_members=c.n_non_members,
         n_nan=n_nan,
         auc=_auc(c),
-        auc_interval=_auc_interval(s, m, n_bootstrap, alpha, as_generator(rng, "rng")),
+        auc_interval=auc_interval,
         balanced_accuracy=0.5 * (1.0 + adv),
         advantage=adv,
         tpr_at_fpr=tuple(_tpr_at_fpr(c, t, alpha) for t in targets),
-        epsilon=_best_bound(c, delta, alpha),
+        epsilon=epsilon,
         alpha=alpha,
         n_bootstrap=n_bootstrap,
     )

@@ -355,6 +355,7 @@ class Audit:
                 delta=cfg.delta,
                 seed=cfg.seed,
                 flag_fpr=cfg.report.flag_fpr,
+                epsilon_selection=cfg.epsilon_selection,
                 models=targets.models,
                 attacks={
                     s.display: _attack_meta(s.name, s.params, targets.access.get(s.display))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -137,6 +137,7 @@ def build_result(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int = 0,
     flag_fpr: float = FLAG_FPR,
+    epsilon_selection: Literal["split", "best_on_same_data"] = "split",
     attacks: Mapping[str, dict[str, Any]] | None = None,
     models: pd.DataFrame | None = None,
 ) -> AuditResult:
@@ -162,6 +163,7 @@ def build_result(
             delta=delta,
             n_bootstrap=n_bootstrap,
             rng=seed,
+            epsilon_selection=epsilon_selection,
         )
         for k, v in scores.items()
     }

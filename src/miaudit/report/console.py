@@ -71,10 +71,14 @@ def _caption(summaries: Mapping[str, MetricsSummary]) -> str | None:
         )
     first = next(iter(summaries.values()), None)
     if first is not None:
+        how = (
+            "threshold chosen on half the records, bound on the other half"
+            if first.epsilon.selection == "split"
+            else "the best over thresholds chosen on these records (optimistic)"
+        )
         notes.append(
             f"[..]: {100 * (1 - first.alpha):g}% intervals (AUC: bootstrap; TPR: "
-            f"Clopper-Pearson). ε: (ε, δ={first.epsilon.delta:g})-DP lower bound, the best over "
-            "thresholds chosen on these records (optimistic)"
+            f"Clopper-Pearson). ε: (ε, δ={first.epsilon.delta:g})-DP lower bound, {how}"
         )
     return "\n".join(notes) or None
 
