@@ -83,11 +83,11 @@ def test_trained_model_exposes_repeated_canaries():
     from miaudit.llm.demo import train_causal_lm
     from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
 
-    docs = [r.text for r in python_docs_corpus()[:100]]
+    docs = [r.text for r in python_docs_corpus()[:60]]
     canaries = make_canaries(90, seed=0)
     tok = train_bpe_tokenizer(docs + canaries.texts, 512)
     model = tiny_gpt2(tok, n_positions=64, n_embd=64, n_layer=2, n_head=4)
-    train = insert_canaries(docs[:50], canaries, seed=1)
+    train = insert_canaries(docs[:20], canaries, seed=1)
     train_causal_lm(
         model,
         tok,

@@ -549,7 +549,11 @@ def score_texts(
     target = as_target(model, tokenizer, **_only_set(kw))
     ref = None
     if reference is not None:
-        ref = as_target(reference, name="reference", **_only_set({**kw, "max_length": None}))
+        ref = as_target(
+            reference,
+            name="reference",
+            **_only_set({**kw, "max_length": None, "device": device or target.device}),
+        )
     ctx = AttackContext(
         texts=checked,
         target=target,

@@ -72,7 +72,9 @@ def _run_attacks(
             raise ValidationError(f"params: {key!r} is not among the attacks ({', '.join(names)})")
     for a in specs:
         check_call(a.fn, f"LLM attack {a.name!r}", None, **params.get(a.name, {}))
-    ref = None if reference is None else as_target(reference, name="reference")
+    ref = None
+    if reference is not None:  # on the audited model's device
+        ref = as_target(reference, name="reference", device=target.device)
     ctx = AttackContext(
         texts=texts,
         target=target,
