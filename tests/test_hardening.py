@@ -237,7 +237,8 @@ def _result():
     rng = np.random.default_rng(0)
     truth = rng.random((1, 60)) < 0.5
     scores = {"a": rng.normal(size=(1, 60)) + truth}
-    res = build_result(scores, truth, np.array([f"{i:06d}" for i in range(60)]), None, [0])
+    ids = np.array([f"{i:06d}" for i in range(60)])
+    res = build_result(scores, truth, ids, None, [0], fprs=[0.1])
     res.models = pd.DataFrame({"train_accuracy": [1.0]})
     return res
 
