@@ -446,6 +446,7 @@ class Audit:
 
         tcfg = self.config.target
         assert tcfg is not None
+        target: Any
         if self._target_predict is not None:
             target = CallableTarget(self._target_predict, kind=tcfg.output_kind or "logits")
         elif tcfg.http is not None:
@@ -534,7 +535,7 @@ class Audit:
             pop_idx,
             [(int(t), r.tolist()) for t, r in splits],
             target_outputs if target_outputs is not None else "no external target",
-            *[(name, target_signals[name]) for name in sorted(target_signals or {})],
+            *sorted((target_signals or {}).items()),
         )
         bank = SignalBank(outputs, labels)
         result: dict[str, NDArray[np.float64]] = {}

@@ -714,11 +714,11 @@ class RetrainFromScratch(_DataUnlearner):
                     reset = getattr(module, "reset_parameters", None)
                     if callable(reset):
                         reset()
-            return self._train_torch(fresh, keep, seed)  # type: ignore[no-any-return]
+            return self._train_torch(fresh, keep, seed)
         if _is_sklearn_estimator(model):
             from sklearn.base import clone
 
-            return clone(model).fit(self.features[keep], self.labels[keep])  # type: ignore[no-any-return]
+            return clone(model).fit(self.features[keep], self.labels[keep])
         raise ValidationError(
             "model: expected a torch.nn.Module or a scikit-learn estimator, got "
             f"{type(model).__name__}"
@@ -760,7 +760,7 @@ class FineTuneOnRetained(_DataUnlearner):
         keep = retained_indices(forget_idx, self.n_records)
         seed = self._next_seed()
         if _is_torch_module(model):
-            return self._train_torch(copy.deepcopy(model), keep, seed)  # type: ignore[no-any-return]
+            return self._train_torch(copy.deepcopy(model), keep, seed)
         if _is_sklearn_estimator(model):
             if not hasattr(model, "partial_fit"):
                 raise ValidationError(
@@ -773,7 +773,7 @@ class FineTuneOnRetained(_DataUnlearner):
                 order = keep[rng.permutation(keep.size)]
                 for start in range(0, order.size, self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    tuned.partial_fit(self.features[batch], self.labels[batch])  # type: ignore[attr-defined]
+                    tuned.partial_fit(self.features[batch], self.labels[batch])
             return tuned
         raise ValidationError(
             "model: expected a torch.nn.Module or a scikit-learn estimator, got "
