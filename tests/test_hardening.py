@@ -303,3 +303,44 @@ def test_ids_are_read_exactly_as_written(tmp_path):
 def test_yaml_exponent_floats(tmp_path):
     cfg = _write(tmp_path, "data: {name: digits}\nn_references: 3\nalpha: 5.0e-2\n")
     assert load_config(cfg).alpha == 0.05
+
+
+def test_process_workers_die_with_their_parent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slow_task.py").write_text(
+        "import os, time\n"
+        "def task(folder):\n"
+        "    open(f'{folder}/{os.getpid()}', 'w').close()\n"
+        "    time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(tmp_path)!r})
+            from slow_task import task
+            from miaudit.audit.executors import make_executor
+            ex = make_executor("processes", n_workers=1)
+            list(ex.map(task, [{str(tmp_path)!r}]))
+        """)],
+    )
+    deadline = time.time() + 60
+    pids: list[int] = []
+    while time.time() < deadline and not pids:
+        pids = [int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()]
+        time.sleep(0.2)
+    assert pids, "the worker never started"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    alive = True
+    while time.time() < deadline and alive:
+        try:
+            os.kill(pids[0], 0)
+            time.sleep(0.2)
+        except ProcessLookupError:
+            alive = False
+    assert not alive, "the worker outlived its parent"

@@ -146,9 +146,46 @@ class ThreadExecutor(_PoolExecutor):
             yield from _as_completed(pool, fn, tasks)
 
 
-def _init_worker(threads: int) -> None:
+#: ``prctl`` option asking Linux to signal a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+#: Seconds between a worker's checks that its parent is still alive (where prctl is missing).
+PARENT_POLL_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process that started the pool dies (``kill -9``
+    included), so that no orphaned worker keeps its memory: ``PR_SET_PDEATHSIG`` on Linux,
+    and everywhere a daemon thread that polls the parent's pid."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="miaudit-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -166,7 +203,7 @@ class ProcessExecutor(_PoolExecutor):
             max_workers=min(self.n_workers, len(tasks)),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.threads_per_worker,),
+            initargs=(self.threads_per_worker, os.getpid()),
         )
         yield from _as_completed(pool, fn, tasks)
 
