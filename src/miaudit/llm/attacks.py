@@ -79,11 +79,6 @@ __all__ = [
 DEFAULT_K = 0.2
 #: Neighbours per text of the neighbourhood attack (MIMIR: 25; Mattern et al.: up to 100).
 DEFAULT_N_NEIGHBOURS = 25
-#: Dropout applied to the embedding of the replaced token when proposing neighbours (Mattern
-#: et al. 2023 / MIMIR use 0.7).
-NEIGHBOUR_DROPOUT = 0.7
-#: Candidate replacements considered per position when proposing neighbours (MIMIR: top 6).
-NEIGHBOUR_TOP_K = 6
 #: Default norm of the gradient-norm attack.
 DEFAULT_GRAD_P = 2.0
 

@@ -25,6 +25,12 @@ import torch
 from miaudit._progress import progress
 from miaudit.exceptions import ValidationError
 
+#: Dropout applied to the embedding of the replaced token when proposing neighbours (Mattern
+#: et al. 2023 / MIMIR use 0.7).
+NEIGHBOUR_DROPOUT = 0.7
+#: Candidate replacements considered per position when proposing neighbours (MIMIR: top 6).
+NEIGHBOUR_TOP_K = 6
+
 __all__ = ["MLM_ROWS_PER_PASS", "make_neighbours"]
 
 #: Rows (copies of one text, one blurred position each) per masked-LM forward pass.
@@ -56,11 +62,8 @@ def make_neighbours(
     seed : int
         Seed of the embedding-dropout masks.
     dropout, top_k : optional
-        Default :data:`~miaudit.llm.attacks.NEIGHBOUR_DROPOUT`,
-        :data:`~miaudit.llm.attacks.NEIGHBOUR_TOP_K`.
+        Default :data:`NEIGHBOUR_DROPOUT`, :data:`NEIGHBOUR_TOP_K`.
     """
-    from miaudit.llm.attacks import NEIGHBOUR_DROPOUT, NEIGHBOUR_TOP_K
-
     rate = NEIGHBOUR_DROPOUT if dropout is None else float(dropout)
     if not 0 <= rate < 1:
         raise ValidationError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
