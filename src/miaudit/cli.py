@@ -246,11 +246,30 @@ def demo(
         bool, typer.Option("--print-config", help="Print the demo's YAML config and exit.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm",
+            help="Audit a tiny GPT-2 trained here on Python's own docs and canaries instead "
+            "(about 1-3 min on 2 cores; needs miaudit[llm]).",
+        ),
+    ] = False,
 ) -> None:
     """Audit an MLP on the bundled digits data (no download, about 10 s on 2 cores)."""
     from miaudit.audit.pipeline import Audit
     from miaudit.demo import demo_config
 
+    if llm:
+        from miaudit.llm.demo import run_llm_demo
+
+        if not quiet:
+            console.print(
+                "Training a tiny GPT-2 on Python's docs and canaries, then running the LLM "
+                "attacks and the blind baseline ...",
+                highlight=False,
+            )
+        _print_result(run_llm_demo(out, quiet=True if quiet else None, seed=seed), quiet)
+        return
     cfg = demo_config(out, n_references=references, epochs=epochs, seed=seed, quiet=quiet)
     if print_config:
         console.print(cfg.to_yaml(), highlight=False, markup=False)

@@ -54,7 +54,7 @@ from miaudit.exceptions import MiauditError
 #: halves; with leave-one-out, a record OUT of the target is IN for round_half_up((M)/2) of the
 #: other M - 1 models, which leaves it no OUT reference when M = 3. Model audits need one IN and
 #: one OUT reference per record.
-MIN_REFERENCES = {"algorithm": 3, "model": 2}
+MIN_REFERENCES = {"algorithm": 3, "model": 2, "llm": 1}  # llm: n_references is unused
 
 
 
@@ -161,6 +161,53 @@ class TargetConfig(_Section):
         return self
 
 
+class LlmConfig(_Section):
+    """``mode: llm``: a causal language model and the texts to test (:mod:`miaudit.llm`).
+
+    The texts come from two files or folders (``members``, ``non_members``: JSONL/JSON/CSV/
+    Parquet with a ``text_field``, or folders of ``.txt`` files), or from one file in a published
+    format (``texts`` with ``format: wikimia`` or ``mimir``). Models are local folders (loaded
+    with ``local_files_only``; nothing is downloaded). Relative paths are relative to the config
+    file's folder.
+    """
+
+    model: Path
+    members: Path | None = None
+    non_members: Path | None = None
+    texts: Path | None = None
+    format: Literal["wikimia", "mimir"] | None = None
+    text_field: str = "text"
+    id_field: str | None = None
+    reference: Path | None = None
+    mask_model: Path | None = None
+    recall_prefix: Path | None = None
+    k: float = Field(default=0.2, gt=0.0, le=1.0, description="fraction of Min-K% tokens")
+    batch_size: StrictInt = Field(default=8, ge=1)
+    device: str | None = None
+    max_length: StrictInt | None = Field(default=None, ge=2)
+    duplicates: Literal["report", "remove"] = "report"
+    blind: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LlmConfig:
+        pair = self.members is not None or self.non_members is not None
+        if pair == (self.texts is not None):
+            raise ValueError(
+                "give either llm.members and llm.non_members, or llm.texts with llm.format"
+            )
+        if pair and (self.members is None or self.non_members is None):
+            raise ValueError("llm.members and llm.non_members go together")
+        if self.texts is not None and self.format is None:
+            raise ValueError("llm.texts needs llm.format: wikimia or mimir")
+        return self
+
+    def paths(self) -> dict[str, Path]:
+        """The path-valued fields that are set (made relative to a config file's folder)."""
+        names = ("model", "members", "non_members", "texts", "reference", "mask_model",
+                 "recall_prefix")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
 class AttackSpec(_Section):
     """One attack to run: a registered name, its hyper-parameters, an optional display label."""
 
@@ -212,10 +259,11 @@ class ReportConfig(_Section):
 class AuditConfig(_Section):
     """A whole audit. See the module docstring for a YAML example."""
 
-    mode: Literal["algorithm", "model"] = "algorithm"
+    mode: Literal["algorithm", "model", "llm"] = "algorithm"
     seed: StrictInt = 0
     output: Path = Path("miaudit-runs/audit")
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    llm: LlmConfig | None = None
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     n_references: StrictInt = Field(default=16, ge=1)
     n_targets: StrictInt | None = Field(
@@ -254,6 +302,14 @@ class AuditConfig(_Section):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_default_attacks(cls, data: Any) -> Any:
+        """``mode: llm`` runs the language-model attacks: by default the four one-pass ones."""
+        if isinstance(data, dict) and data.get("mode") == "llm" and "attacks" not in data:
+            data = {**data, "attacks": list(LLM_DEFAULT_ATTACKS)}
+        return data
+
     @field_validator("executor", mode="before")
     @classmethod
     def _executor_name(cls, value: Any) -> Any:
@@ -289,6 +345,8 @@ class AuditConfig(_Section):
     def _mode_needs_target(self) -> AuditConfig:
         if self.mode == "model" and self.target is None:
             raise ValueError("mode 'model' needs a 'target' section (the model to audit)")
+        if (self.mode == "llm") != (self.llm is not None):
+            raise ValueError("mode 'llm' and the 'llm' section go together")
         if self.mode == "algorithm" and self.target is not None:
             raise ValueError("a 'target' section is only used with mode: model")
         labels = [a.display for a in self.attacks]
@@ -322,7 +380,10 @@ class AuditConfig(_Section):
                 raise NameProblem(("target", "model"), str(exc)) from None
         for i, spec in enumerate(self.attacks):
             try:
-                attacks.create(spec.name, **spec.params)
+                if self.mode == "llm":  # language-model attacks have their own registry
+                    _check_llm_attack(spec)
+                else:
+                    attacks.create(spec.name, **spec.params)
             except MiauditError as exc:
                 raise NameProblem(("attacks", i), str(exc)) from None
         for loc, kind, name, names in _registered_names(self):
@@ -396,6 +457,19 @@ class NameProblem(MiauditError, ValueError):
     def __init__(self, loc: tuple[Any, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
+
+
+#: The attacks of ``mode: llm`` when the config names none: the one-pass attacks.
+LLM_DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+
+
+def _check_llm_attack(spec: AttackSpec) -> None:
+    """A language-model attack's name and parameters (imports :mod:`miaudit.llm`, torch)."""
+    from miaudit.llm.attacks import LLM_ATTACKS
+    from miaudit.registry import check_call
+
+    attack = LLM_ATTACKS.get(spec.name)
+    check_call(attack.fn, f"LLM attack {spec.name!r}", None, **spec.params)
 
 
 def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str, list[str]]]:
@@ -536,6 +610,9 @@ def load_config(path: str | Path, *, trust_code: bool = False) -> AuditConfig:
         updates["output"] = p.parent / cfg.output
     if cfg.data.path is not None and not cfg.data.path.is_absolute():
         updates["data"] = cfg.data.model_copy(update={"path": p.parent / cfg.data.path})
+    if cfg.llm is not None:
+        relative = {k: p.parent / v for k, v in cfg.llm.paths().items() if not v.is_absolute()}
+        updates["llm"] = cfg.llm.model_copy(update=relative)
     if cfg.target is not None and cfg.target.model and _is_relative_file(cfg.target.model):
         updates["target"] = cfg.target.model_copy(
             update={"model": str(p.parent / cfg.target.model)}

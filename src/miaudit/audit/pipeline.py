@@ -306,8 +306,11 @@ class Audit:
             return self._run()
 
     def _run(self) -> AuditResult:
+        return MODES.get(self.config.mode)().run(self)
+
+    def _audit_models(self, mode: AuditMode) -> AuditResult:
+        """The audit of trained classifiers (algorithm and model modes)."""
         cfg = self.config
-        mode = MODES.get(cfg.mode)()
         timer = _Timer()
         with timer.stage("data"):
             ds, member = self.load_data()
@@ -592,8 +595,19 @@ class _Targets:
     access: dict[str, str] = field(default_factory=dict)
 
 
-class AuditMode(ABC):
-    """How an audit chooses its records, models and targets (``config.mode``)."""
+class Mode(ABC):
+    """One way to run an audit (``config.mode``)."""
+
+    @abstractmethod
+    def run(self, audit: Audit) -> AuditResult:
+        """Run the audit described by ``audit.config``; write and return its result."""
+
+
+class AuditMode(Mode):
+    """An audit of trained classifiers: how it chooses its records, models and targets."""
+
+    def run(self, audit: Audit) -> AuditResult:
+        return audit._audit_models(self)
 
     @abstractmethod
     def n_models(self, cfg: AuditConfig) -> int:
@@ -636,7 +650,71 @@ class AuditMode(ABC):
 
 
 #: Audit modes by the name ``config.mode`` gives.
-MODES: Registry[type[AuditMode]] = Registry("audit mode")
+MODES: Registry[type[Mode]] = Registry("audit mode")
+
+
+@MODES.register("llm")
+class LlmMode(Mode):
+    """Audit a causal language model on member and non-member texts (:mod:`miaudit.llm`):
+    the one-pass token attacks and the others the config names, the blind baseline, duplicate
+    detection; the same report and files as the other modes."""
+
+    def run(self, audit: Audit) -> AuditResult:
+        from miaudit.llm import audit_texts, load_member_split, load_mimir, load_wikimia
+
+        cfg = audit.config
+        llm = cfg.llm
+        assert llm is not None  # the config checks that mode: llm has its section
+        if llm.texts is not None:
+            split = (load_wikimia if llm.format == "wikimia" else load_mimir)(llm.texts)
+        else:
+            assert llm.members is not None and llm.non_members is not None
+            split = load_member_split(
+                llm.members, llm.non_members, text_field=llm.text_field, id_field=llm.id_field
+            )
+        result = audit_texts(
+            split,
+            model=llm.model,
+            attacks=[s.name for s in cfg.attacks],
+            params={s.name: s.params for s in cfg.attacks if s.params},
+            k=llm.k,
+            batch_size=llm.batch_size,
+            device=llm.device,
+            max_length=llm.max_length,
+            reference=llm.reference,
+            mask_model=_mask_model(llm.mask_model),
+            recall_prefix=_read_prefix(llm.recall_prefix),
+            duplicates=llm.duplicates,
+            blind=llm.blind,
+            fprs=cfg.fprs,
+            seed=cfg.seed,
+            quiet=True if cfg.quiet else None,
+        )
+        llm_findings = result.config.get("llm", {})
+        result.config = {**cfg.model_dump(mode="json"), "llm_findings": llm_findings}
+        result.save(cfg.output)
+        return result
+
+
+def _mask_model(folder: Path | None) -> tuple[Any, Any] | None:
+    """A masked LM and its tokenizer from a local folder (the neighbourhood attack)."""
+    if folder is None:
+        return None
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    return (
+        AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True),
+        AutoTokenizer.from_pretrained(folder, local_files_only=True),
+    )
+
+
+def _read_prefix(path: Path | None) -> list[str] | None:
+    """Non-member prefix texts for ReCaLL (:func:`miaudit.llm.load_texts`)."""
+    if path is None:
+        return None
+    from miaudit.llm import load_texts
+
+    return load_texts(path)[0]
 
 
 @MODES.register("algorithm")
