@@ -191,7 +191,7 @@ class DPConfig:
             object.__setattr__(self, "noise_multiplier", float(self.noise_multiplier))
         else:
             _check_range(self, "target_epsilon", 0.0, math.inf, low_open=True)
-            object.__setattr__(self, "target_epsilon", float(self.target_epsilon))
+            object.__setattr__(self, "target_epsilon", float(self.target_epsilon or 0.0))
         _check_range(self, "delta", 0.0, 1.0, low_open=True)
         _check_choice(self, "accountant", "accountant", AccountantName)
         object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
