@@ -48,7 +48,7 @@ def test_attack_r_is_the_inverse_of_the_linear_quantile():
     target, ref, keep = _data()
     keep[:, 5] = True
     keep[3, 5] = False  # record 5 has a single OUT reference: a step at its value
-    got = attack_r_scores(target, ref, keep, equalize=False)  # every OUT reference, as below
+    got = attack_r_scores(target, ref, keep, equalize=False, tie_break=False)  # as below
     n, q = target.shape
     want = [
         np.mean([_quantile_level(target[j, k], ref[~keep[:, j], j, k]) for k in range(q)])
@@ -63,7 +63,8 @@ def test_attack_r_hand_example():
     keep = np.array([[0], [0], [0], [1]], dtype=bool)
     # OUT values 1, 2, 4 sit at levels 0, 0.5, 1; 3 is half way between 2 and 4 → 0.75.
     got = attack_r_scores(
-        np.array([0.0, 1.5, 3.0, 5.0]), np.repeat(ref, 4, axis=1), keep.repeat(4, 1)
+        np.array([0.0, 1.5, 3.0, 5.0]), np.repeat(ref, 4, axis=1), keep.repeat(4, 1),
+        tie_break=False,
     )
     np.testing.assert_allclose(got, [0.0, 0.25, 0.75, 1.0])
 

@@ -20,6 +20,23 @@ per-query scores over the ``q`` queries.
 * **Sablayrolles et al.** ("White-box vs Black-box: Bayes Optimal Strategies for Membership
   Inference", ICML 2019), online: :math:`s_\theta(x) - (\overline{s}_{in}(x) +
   \overline{s}_{out}(x))/2`, a per-record threshold half way between the IN and OUT means.
+
+**Tie-breaking** (``tie_break=True``, the default of Attack-R and Attack-P): a rank takes the
+values 0 and 1 for every record outside the range of its reference signals, so with few
+references many records tie at the top and the ROC has a long straight segment at low FPR (in
+the demo, 8 OUT references put ~11% of non-members at rank 1, capping the TPR at 1% FPR at 0).
+:func:`break_ties` adds a continuous secondary key :math:`k(x)` squeezed into an interval far
+smaller than any gap between distinct ranks:
+
+.. math:: \mathrm{score}(x) = (1 - \varepsilon)\,\mathrm{rank}(x)
+   + \varepsilon\,\tfrac12\Big(1 + \frac{k(x)}{1 + |k(x)|}\Big),
+   \qquad \varepsilon = 10^{-9},
+
+so records with different ranks keep their order (up to rank differences below
+:math:`\varepsilon`), records with the same rank are ordered by :math:`k`, and scores stay in
+[0, 1]. Attack-R's key is the calibrated signal :math:`s_\theta(x) - \overline{s}_{out}(x)`
+(how far the target's signal sits above the record's OUT references); Attack-P's is the
+target's signal. ``tie_break=False`` gives the paper's score exactly.
 """
 
 from __future__ import annotations
@@ -45,15 +62,45 @@ from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import MissingRequirementError, ValidationError
 
 __all__ = [
+    "TIE_EPS",
     "AttackP",
     "AttackR",
     "CalibratedLossAttack",
     "SablayrollesAttack",
     "attack_p_scores",
     "attack_r_scores",
+    "break_ties",
     "calibrated_scores",
     "sablayrolles_scores",
 ]
+
+#: Weight :math:`\varepsilon` of the tie-breaking key (:func:`break_ties`).
+TIE_EPS = 1e-9
+#: Tie-breaking on by default for rank-based scores (Attack-R, Attack-P, RMIA).
+TIE_BREAK_DEFAULT = True
+
+
+def break_ties(primary: ArrayLike, key: ArrayLike, eps: float = TIE_EPS) -> NDArray[np.float64]:
+    r"""Order records that share a ``primary`` score by a continuous ``key``.
+
+    Returns :math:`(1 - \varepsilon)\,p + \varepsilon\,\tfrac12(1 + k / (1 + |k|))`: a
+    monotone squeeze of ``key`` into :math:`(0, \varepsilon)` added to ``primary`` (assumed in
+    [0, 1]), so the result stays in [0, 1], keeps the order of primary scores that differ by more
+    than :math:`\varepsilon` and orders ties by ``key``. NaN keys count as the lowest (``-inf``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = break_ties(np.array([1.0, 1.0, 0.5]), np.array([3.0, -2.0, 100.0]))
+    >>> bool(s[0] > s[1] > s[2]), bool(s.max() <= 1.0)
+    (True, True)
+    """
+    p = np.asarray(primary, dtype=np.float64)
+    k = np.nan_to_num(np.asarray(key, dtype=np.float64), nan=-np.inf)
+    with np.errstate(invalid="ignore"):
+        finite = 0.5 * (1.0 + k / (1.0 + np.abs(k)))
+        squeezed = np.where(np.isinf(k), (np.sign(k) + 1.0) / 2.0, finite)
+    return (1.0 - eps) * p + eps * squeezed
 
 SIGNAL = "cross_entropy_loss"
 YE = (
@@ -68,8 +115,9 @@ def attack_r_scores(
     keep: ArrayLike,
     *,
     equalize: bool = EQUALIZE_DEFAULT,
+    tie_break: bool = TIE_BREAK_DEFAULT,
 ) -> NDArray:
-    """Attack-R (Ye et al., CCS 2022): interpolated rank among the record's OUT references.
+    r"""Attack-R (Ye et al., CCS 2022): interpolated rank among the record's OUT references.
 
     Parameters
     ----------
@@ -84,11 +132,15 @@ def attack_r_scores(
         records; :func:`~miaudit.attacks._reference_stats.equal_count_masks`), so that the set of
         possible ranks does not depend on membership (it does in a leave-one-out audit).
         Default :data:`~miaudit.attacks._reference_stats.EQUALIZE_DEFAULT` (on).
+    tie_break : bool
+        Order records of equal rank by the calibrated signal :math:`s_\theta(x) -
+        \overline{s}_{out}(x)` (:func:`break_ties`, module docstring); ``False`` gives the
+        paper's rank exactly.
 
     Returns
     -------
     ndarray of shape (n,)
-        Mean over queries of the rank in [0, 1] (module docstring).
+        Mean over queries of the rank in [0, 1] (module docstring), plus the tie-breaking key.
 
     Examples
     --------
@@ -96,7 +148,7 @@ def attack_r_scores(
     >>> reference = np.array([[2.0, 0.1], [1.5, 0.3], [0.2, 1.8], [0.1, 2.2]])  # 4 models
     >>> keep = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)          # who trained on what
     >>> target = np.array([1.9, 0.2])   # record 0 looks like an IN signal, record 1 like an OUT one
-    >>> attack_r_scores(target, reference, keep)   # above all OUT signals; at their median
+    >>> attack_r_scores(target, reference, keep, tie_break=False)  # above all OUT; at the median
     array([1. , 0.5])
     """
     tgt, ref, kp = check_reference_signals(target, reference, keep)
@@ -110,10 +162,14 @@ def attack_r_scores(
         lambda idx: np.take_along_axis(rows, idx[..., None], axis=-1)[..., 0],
         out.sum(axis=0)[:, None],
     )
-    return rank.mean(axis=1)
+    if not tie_break:
+        return rank.mean(axis=1)
+    return break_ties(rank.mean(axis=1), (tgt - masked_mean(ref, out)[0]).mean(axis=1))
 
 
-def attack_p_scores(target: ArrayLike, population_target: ArrayLike) -> NDArray:
+def attack_p_scores(
+    target: ArrayLike, population_target: ArrayLike, *, tie_break: bool = TIE_BREAK_DEFAULT
+) -> NDArray:
     """Attack-P (Ye et al., CCS 2022): interpolated rank among population records' signals.
 
     Parameters
@@ -122,6 +178,9 @@ def attack_p_scores(target: ArrayLike, population_target: ArrayLike) -> NDArray:
         Target model's signal on the audited records, higher = member.
     population_target : array-like of shape (z, q) or (z,)
         Target model's signal on population records (in no training set).
+    tie_break : bool
+        Order records of equal rank (outside the population's range) by the target's signal
+        (:func:`break_ties`); ``False`` gives the paper's rank exactly.
 
     Returns
     -------
@@ -149,7 +208,8 @@ def attack_p_scores(target: ArrayLike, population_target: ArrayLike) -> NDArray:
         values = np.sort(pop[:, k])
         below = np.searchsorted(values, tgt[:, k], side="left")
         score += interpolated_rank(tgt[:, k], below, values.__getitem__, values.size)
-    return score / tgt.shape[1]
+    score /= tgt.shape[1]
+    return break_ties(score, tgt.mean(axis=1)) if tie_break else score
 
 
 def calibrated_scores(target: ArrayLike, reference: ArrayLike, keep: ArrayLike) -> NDArray:
@@ -211,7 +271,8 @@ class _NegLossReferenceAttack(Attack):
 
 @register("attack_r")
 class AttackR(_NegLossReferenceAttack):
-    """Attack-R on the negative loss; ``equalize`` as in :func:`attack_r_scores`."""
+    """Attack-R on the negative loss; ``equalize`` and ``tie_break`` as in
+    :func:`attack_r_scores`."""
 
     info = AttackInfo(
         name="attack_r",
@@ -224,8 +285,11 @@ class AttackR(_NegLossReferenceAttack):
 
     score_fn = staticmethod(attack_r_scores)
 
-    def __init__(self, equalize: bool = EQUALIZE_DEFAULT) -> None:
+    def __init__(
+        self, equalize: bool = EQUALIZE_DEFAULT, tie_break: bool = TIE_BREAK_DEFAULT
+    ) -> None:
         self.equalize = bool(equalize)
+        self.tie_break = bool(tie_break)
 
 
 @register("calibrated_loss")
@@ -263,6 +327,8 @@ class SablayrollesAttack(_NegLossReferenceAttack):
 
 @register("attack_p")
 class AttackP(Attack):
+    """Attack-P on the negative loss; ``tie_break`` as in :func:`attack_p_scores`."""
+
     info = AttackInfo(
         name="attack_p",
         title="Attack-P: rank of the target's loss among its losses on population records",
@@ -271,7 +337,12 @@ class AttackP(Attack):
         needs_population=True,
     )
 
+    def __init__(self, tie_break: bool = TIE_BREAK_DEFAULT) -> None:
+        self.tie_break = bool(tie_break)
+
     def _score(self, data: AttackData) -> NDArray[np.float64]:
         return attack_p_scores(
-            -data.signal(SIGNAL, "target"), -data.signal(SIGNAL, "population_target")
+            -data.signal(SIGNAL, "target"),
+            -data.signal(SIGNAL, "population_target"),
+            tie_break=self.tie_break,
         )
