@@ -195,6 +195,12 @@ def test_same_observations_as_in_process(
     for t in ex.timings:
         assert t.queue_seconds >= 0 and t.run_seconds > 0 and t.received >= t.finished - 1
         assert t.node_id and t.pid > 0 and set(t.as_dict()) >= {"queue_seconds", "node_id"}
+    # ...and each model's manifest entry says where and when its task ran
+    for i in range(N_MODELS):
+        execution = result.run.model_info(i)["execution"]
+        assert execution["executor"] == "RayExecutor" and i in execution["model_ids"]
+        assert execution["run_seconds"] > 0 and execution["node_id"]
+    assert local_run.run.model_info(0)["execution"] == {"executor": "LocalExecutor"}
 
 
 def test_killed_task_is_retried_nothing_lost_or_doubled(

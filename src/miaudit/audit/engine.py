@@ -213,18 +213,32 @@ def _settle_keep(
 
 
 class _ModelStream:
-    """Models of the chunks as the executor yields them, with a length for the progress bar."""
+    """Models of the chunks as the executor yields them, each with where and when its task ran
+    (for the manifest), with a length for the progress bar."""
 
-    def __init__(self, chunks: Iterator[list[ModelResult]], n_models: int) -> None:
+    def __init__(
+        self, chunks: Iterator[list[ModelResult]], n_models: int, executor: Executor
+    ) -> None:
         self.chunks = chunks
         self.n_models = n_models
+        self.executor = executor
 
     def __len__(self) -> int:
         return self.n_models
 
-    def __iter__(self) -> Iterator[ModelResult]:
+    def __iter__(self) -> Iterator[tuple[ModelResult, dict[str, Any]]]:
+        kind = type(self.executor).__name__
         for chunk in self.chunks:
-            yield from chunk
+            execution: dict[str, Any] = {"executor": kind}
+            # Executors that time their tasks (Ray) append the timing of a task just before
+            # yielding its result.
+            timings = getattr(self.executor, "timings", None)
+            if timings:
+                last = timings[-1]
+                if {r.model_id for r in chunk} <= set(getattr(last, "model_ids", None) or ()):
+                    execution.update(last.as_dict())
+            for result in chunk:
+                yield result, execution
 
 
 def _chunks(
@@ -332,7 +346,9 @@ def train_and_query(
             sizes = (dataset.input_shape, int(dataset.n_classes), n, n_queries(query_names))
             tasks = _chunks(missing, keep_arr, recipe_obj, ex, sizes, memory_budget)
             fn = TrainChunk(recipe_obj, dataset.X, dataset.y, int(dataset.n_classes), query_names)
-            stream = _ModelStream(ex.map(fn, tasks), len(missing))
-            for result in progress(stream, f"training {recipe_obj.name} models", quiet=quiet):
-                run.write_model(result, keep_arr[result.model_id])
+            stream = _ModelStream(ex.map(fn, tasks), len(missing), ex)
+            for result, execution in progress(
+                stream, f"training {recipe_obj.name} models", quiet=quiet
+            ):
+                run.write_model(result, keep_arr[result.model_id], execution)
     return RunResult(run=run, keep=keep_arr, record_ids=dataset.record_ids, trained=tuple(missing))

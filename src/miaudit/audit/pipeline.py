@@ -41,6 +41,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from miaudit import attacks
+from miaudit._json import parse_float
 from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit, score_targets
 from miaudit.audit.cache import load_array, save_array
 from miaudit.audit.result import AuditResult, build_result
@@ -824,10 +825,15 @@ class _TrainedModels:
     @classmethod
     def from_engine(cls, run: Any) -> _TrainedModels:
         info = run.model_info
+
+        def number(i: int, key: str) -> float | None:  # the manifest writes NaN as "nan"
+            value = info[i].get(key)
+            return None if value is None else parse_float(value)
+
         models = pd.DataFrame(
             {
-                "train_accuracy": [info[i].get("train_acc") for i in run.model_ids],
-                "test_accuracy": [info[i].get("test_acc") for i in run.model_ids],
+                "train_accuracy": [number(i, "train_acc") for i in run.model_ids],
+                "test_accuracy": [number(i, "test_acc") for i in run.model_ids],
                 "n_train": [info[i].get("n_train") for i in run.model_ids],
                 "train_seconds": [info[i].get("train_seconds") for i in run.model_ids],
                 "from_store": [i not in run.trained for i in run.model_ids],

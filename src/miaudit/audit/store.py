@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from miaudit._json import json_float
 from miaudit.data.splits import check_keep
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.provenance import (
@@ -408,8 +409,16 @@ class Run:
                 f"{sorted(int(k) for k in self.manifest['models'])}"
             ) from None
 
-    def write_model(self, result: ModelResult, keep_row: NDArray[np.bool_]) -> None:
-        """Write one model's weights and observations atomically, then record them."""
+    def write_model(
+        self,
+        result: ModelResult,
+        keep_row: NDArray[np.bool_],
+        execution: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one model's weights and observations atomically, then record them.
+
+        ``execution`` (where and when the model's task ran: the executor, and for Ray the node,
+        queue and run times) is recorded in the model's manifest entry."""
         obs = np.ascontiguousarray(result.observations, dtype=np.float32)
         if obs.ndim != 3 or obs.shape[0] != len(self.record_ids):
             raise ValidationError(
@@ -444,6 +453,8 @@ class Run:
             query_seconds=float(result.query_seconds),
             finished=_now(),
         )
+        if execution is not None:
+            entry["execution"] = execution
         self.manifest["models"][str(result.model_id)] = entry
         self._write_manifest()
 
@@ -493,11 +504,10 @@ def row_hash(row: NDArray[np.bool_]) -> str:
     )
 
 
-def _json_float(value: float | None) -> float | None:
-    """NaN/None → None (JSON has no NaN)."""
-    if value is None or not np.isfinite(value):
-        return None
-    return float(value)
+def _json_float(value: float | None) -> float | str | None:
+    """None stays None (not measured); a float as :func:`miaudit._json.json_float` writes it
+    (NaN as ``"nan"``: the one convention of every JSON file miaudit writes)."""
+    return None if value is None else json_float(value)
 
 
 def _storable_ids(ids: NDArray) -> NDArray:
