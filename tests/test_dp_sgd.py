@@ -216,8 +216,6 @@ def test_recorded_epsilon_equals_opacus_accountant(tmp_path):
         assert info["noise_multiplier"] == 1.3 and info["delta"] == 1e-4
         assert info["epsilon"] == pytest.approx(_opacus_epsilon(1.3, q, steps, 1e-4), rel=1e-9)
     manifest = result.model_info[0]
-    if "privacy" not in manifest:
-        pytest.skip("the run store does not record ModelResult.privacy yet (store.write_model)")
     assert manifest["privacy"]["epsilon"] == pytest.approx(from_recipe[0].privacy["epsilon"])
 
 

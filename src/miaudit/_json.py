@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dumps", "json_float", "parse_float", "write_json"]
+__all__ = ["dumps", "json_float", "jsonable", "parse_float", "write_json"]
 
 
 def json_float(x: float) -> float | str:
@@ -36,6 +36,12 @@ def _default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every float (nested in dicts, lists, tuples) as :func:`json_float`
+    writes it, so that strict JSON can hold it."""
+    return _finite(value)
 
 
 def _finite(value: Any) -> Any:

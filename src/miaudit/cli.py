@@ -195,6 +195,9 @@ def _print_result(result: Any, quiet: bool) -> None:
         return
     console.print(metrics_table(result.metrics, layout="rows"))
     console.print(f"[bold]{escape(result.headline)}[/bold]")
+    claim = result.privacy_claim() if hasattr(result, "privacy_claim") else None
+    if claim is not None:
+        console.print(f"Differential privacy: {escape(claim['sentence'])}.", highlight=False)
     report = result.output_dir / "report.html" if result.output_dir else None
     total = sum(result.timings.values())
     console.print(f"report: {report}  ({total:.1f} s)", highlight=False, soft_wrap=True)

@@ -840,6 +840,10 @@ class _TrainedModels:
             },
             index=pd.Index(run.model_ids, name="model"),
         )
+        privacy = [info[i].get("privacy") for i in run.model_ids]
+        if any(p is not None for p in privacy):  # DP-SGD: the accountant's (epsilon, delta)
+            models["epsilon"] = [None if p is None else parse_float(p["epsilon"]) for p in privacy]
+            models["delta"] = [None if p is None else p["delta"] for p in privacy]
         models.insert(0, "role", "target and reference")
         return cls(key=run.config_hash, observations=run.observations(), models=models)
 

@@ -12,6 +12,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from miaudit._format import format_fpr
+from miaudit.audit.sanity import Check, failed, run_checks
 from miaudit.defaults import (
     DEFAULT_ALPHA,
     DEFAULT_DELTA,
@@ -68,6 +69,12 @@ class AuditResult:
     target : dict
         Model audits: what the user's model returns (``returns``) and, for an API, the queries
         it answered (``usage``).
+    checks : list of Check
+        Failed sanity checks (:mod:`miaudit.audit.sanity`), failures first; any of severity
+        ``fail`` turns the headline into "no reliable verdict".
+    exposure : dict
+        What the most exposed records have in common (:mod:`miaudit.audit.exposure`): label
+        distribution, nearest-neighbour distances, images of 8×8 data; empty when unknown.
     """
 
     metrics: dict[str, MetricsSummary]
@@ -84,16 +91,60 @@ class AuditResult:
     versions: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
     target: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    exposure: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reliable(self) -> bool:
+        """False when a sanity check of severity ``fail`` fired."""
+        return not failed(self.checks)
 
     @property
     def headline(self) -> str:
-        """One plain sentence: how many training records the best attack identifies."""
+        """One plain sentence: how many training records the best attack identifies, or
+        "No reliable verdict: ..." when a sanity check failed."""
+        fails = failed(self.checks)
+        if fails:
+            return no_verdict_headline(fails)
         return headline(self.metrics[self.best_attack], self.best_attack, self.headline_fpr)
+
+    def privacy_claim(self) -> dict[str, Any] | None:
+        """Models trained with DP-SGD: the accountant's ε beside what the audit proves.
+
+        ``claimed_epsilon`` is the largest accountant ε over the models (at its δ); the audit's
+        ``audit_epsilon`` is the largest (valid, split) ε lower bound over the ``k`` attacks
+        run. Taking the largest of ``k`` bounds spends the confidence ``k`` times (Bonferroni):
+        it holds at ``1 - k·alpha``, as ``confidence`` says. None when no model has an ε.
+        """
+        if "epsilon" not in self.models or self.models["epsilon"].isna().all():
+            return None
+        claimed = float(self.models["epsilon"].max())
+        claimed_delta = float(self.models["delta"].max())
+        best = max(self.metrics, key=lambda k: self.metrics[k].epsilon.epsilon)
+        bound = self.metrics[best].epsilon
+        confidence = max(0.0, 1.0 - len(self.metrics) * bound.alpha)
+        return {
+            "claimed_epsilon": claimed,
+            "claimed_delta": claimed_delta,
+            "audit_epsilon": bound.epsilon,
+            "audit_delta": bound.delta,
+            "confidence": confidence,
+            "attack": best,
+            "n_attacks": len(self.metrics),
+            "sentence": (
+                f"claimed ε = {claimed:.2f} (δ = {claimed_delta:g}, the accountant's); the audit "
+                f"proves ε ≥ {bound.epsilon:.2f} (δ = {bound.delta:g}) at "
+                f"{100 * confidence:.0f}% confidence ({best}, the strongest of "
+                f"{len(self.metrics)} attacks)"
+            ),
+        }
 
     def metrics_dict(self) -> dict[str, Any]:
         """What ``metrics.json`` holds."""
         return {
             "headline": self.headline,
+            "reliable_verdict": self.reliable,
+            "checks": [c.to_dict() for c in self.checks],
             "best_attack": self.best_attack,
             "headline_fpr": self.headline_fpr,
             "attacks": {
@@ -106,6 +157,7 @@ class AuditResult:
                 "n_trained": _n_trained(self.models),
             },
             **({"target": self.target} if self.target else {}),
+            **({"privacy": claim} if (claim := self.privacy_claim()) else {}),
             "timings_seconds": self.timings,
             "versions": self.versions,
             "config": self.config,
@@ -181,17 +233,20 @@ def build_result(
         },
         index=pd.Index(np.tile(np.asarray(record_ids), t), name="record_id"),
     )
+    models = models if models is not None else pd.DataFrame()
+    checks = run_checks(metrics, best, scores=scores, labels=labels, models=models)
     return AuditResult(
         metrics=metrics,
         scores=long,
         vulnerability=vuln,
-        models=models if models is not None else pd.DataFrame(),
+        models=models,
         attacks=dict(attacks or {k: {"name": k} for k in scores}),
         rocs=rocs,
         best_attack=best,
         headline_fpr=h_fpr,
         flag_fpr=flag_fpr,
         versions=package_versions(),
+        checks=checks,
     )
 
 
@@ -241,6 +296,16 @@ def headline(summary: MetricsSummary, attack: str, fpr: float) -> str:
     elif r.tpr <= fpr:
         text += ", no better than guessing"
     return text + "."
+
+
+def no_verdict_headline(fails: Sequence[Check]) -> str:
+    """"No reliable verdict: <first reason's first sentence>" (+ how many more checks failed)."""
+    sentence = fails[0].reason.split(". ")[0].rstrip(".")
+    more = f" ({len(fails) - 1} more failed check(s))" if len(fails) > 1 else ""
+    return (
+        f"No reliable verdict. {sentence}{more}. "
+        "The numbers below do not show that the model is private; see the checks."
+    )
 
 
 def per_record_vulnerability(

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._json import json_float
+from miaudit._json import json_float, jsonable
 from miaudit.data.splits import check_keep
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.provenance import (
@@ -455,6 +455,8 @@ class Run:
         )
         if execution is not None:
             entry["execution"] = execution
+        if result.privacy is not None:  # DP-SGD: the accountant's epsilon (inf as "inf")
+            entry["privacy"] = jsonable(result.privacy)
         self.manifest["models"][str(result.model_id)] = entry
         self._write_manifest()
 

@@ -174,7 +174,7 @@ def render_report(result: AuditResult, roc_png: Path, hist_png: Path) -> str:
 <h1>Membership inference audit</h1>
 <p class="muted">miaudit {_e(result.versions.get("miaudit", ""))} · mode
 {_e(cfg.get("mode", "scores"))} · {n_targets} target(s) · seed {_e(cfg.get("seed", ""))}</p>
-<p class="headline" id="headline">{_e(result.headline)}</p>
+<p class="headline" id="headline">{_e(result.headline)}</p>{_privacy_note(result)}
 <p>Scores are higher for records an attack believes were in the training set. A true positive
 is a training record flagged as such; a false positive is a record the model never saw,
 flagged anyway. Read the table at low false-positive rates: an attack that flags a few
@@ -202,6 +202,14 @@ target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flag
 <details><summary>configuration</summary><pre>{yaml_text}</pre></details>
 </body></html>
 """
+
+
+def _privacy_note(result: AuditResult) -> str:
+    """DP-SGD models: the accountant's ε beside the audit's lower bound."""
+    claim = result.privacy_claim()
+    if claim is None:
+        return ""
+    return f'<p id="privacy"><b>Differential privacy:</b> {_e(claim["sentence"])}.</p>'
 
 
 def _target_note(target: dict[str, Any]) -> str:
