@@ -110,6 +110,13 @@ def evaluate(
         str, typer.Option(help="Membership column (boolean or 0/1).")
     ] = "is_member",
     id_col: Annotated[str | None, typer.Option(help="Record id column (optional).")] = None,
+    lower_is_member: Annotated[
+        bool,
+        typer.Option(
+            "--lower-is-member",
+            help="The score column is lower = member (a loss, a distance): negate it.",
+        ),
+    ] = False,
     fpr: Annotated[
         list[str] | None,
         typer.Option(
@@ -142,11 +149,17 @@ def evaluate(
 
     from miaudit._json import write_json
     from miaudit.audit.result import build_result
-    from miaudit.report.console import metrics_table
-    from miaudit.scorefile import load_score_file, nan_note, parse_fprs
+    from miaudit.report.console import checks_markup, metrics_table
+    from miaudit.scorefile import load_score_file, parse_fprs
 
     fprs = parse_fprs(fpr)
-    sf = load_score_file(file, score_col=score_col, member_col=member_col, id_col=id_col)
+    sf = load_score_file(
+        file,
+        score_col=score_col,
+        member_col=member_col,
+        id_col=id_col,
+        lower_is_member=lower_is_member,
+    )
     ids = sf.record_ids if sf.record_ids is not None else np.arange(sf.scores.size)
     result = build_result(
         {sf.path.stem: sf.scores[None, :]},
@@ -167,10 +180,22 @@ def evaluate(
         "input": str(sf.path),
         "score_col": score_col,
         "member_col": member_col,
+        "lower_is_member": lower_is_member,
         "seed": seed,
     }
     summary = result.metrics[sf.path.stem]
-    metrics_path = write_json({"input": sf.path.name, **summary.to_dict()}, out / "metrics.json")
+    metrics_path = write_json(
+        {
+            "input": sf.path.name,
+            "headline": result.headline,
+            "reliable_verdict": result.reliable,
+            "checks": [c.to_dict() for c in result.checks],
+            "lower_is_member": lower_is_member,
+            "ignored_columns": list(sf.dropped_columns),
+            **summary.to_dict(),
+        },
+        out / "metrics.json",
+    )
     report_path = result.to_html(out / "report.html")
     roc_path = out / "roc.png"
     if quiet:
@@ -179,22 +204,28 @@ def evaluate(
     console.print(
         f"{summary.n_members} members, {summary.n_non_members} non-members", highlight=False
     )
-    note = nan_note(sf)
-    if note:
-        console.print(f"[yellow]{escape(note)}[/yellow]")
+    for note in sf.notes():
+        console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
+    for line in checks_markup(result.checks):
+        console.print(line, highlight=False, soft_wrap=True)
+    if not result.reliable:
+        console.print(f"[bold red]{escape(result.headline)}[/bold red]", soft_wrap=True)
     console.print(
         f"wrote {metrics_path}, {roc_path} and {report_path}", highlight=False, soft_wrap=True
     )
 
 
 def _print_result(result: Any, quiet: bool) -> None:
-    """The metrics table, the headline and where the report is."""
-    from miaudit.report.console import metrics_table
+    """The metrics table, the sanity checks, the headline and where the report is."""
+    from miaudit.report.console import checks_markup, metrics_table
 
     if quiet:
         return
     console.print(metrics_table(result.metrics, layout="rows"))
-    console.print(f"[bold]{escape(result.headline)}[/bold]")
+    for line in checks_markup(result.checks):
+        console.print(line, highlight=False, soft_wrap=True)
+    style = "bold red" if not result.reliable else "bold"
+    console.print(f"[{style}]{escape(result.headline)}[/{style}]", soft_wrap=True)
     claim = result.privacy_claim() if hasattr(result, "privacy_claim") else None
     if claim is not None:
         console.print(f"Differential privacy: {escape(claim['sentence'])}.", highlight=False)
@@ -311,6 +342,69 @@ def attacks() -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+#: The DP audits of ``miaudit audit-dp``.
+DP_METHODS = ("one-run", "canary", "gdp")
+
+
+@app.command("audit-dp")
+@cli_errors
+def audit_dp(
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV/TSV or Parquet: one row per canary trial, a score and IN/OUT."),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="one-run (Steinke et al. 2023: one model, canaries with fair coins), canary "
+            "(Jagielski et al. 2020: many runs, Clopper-Pearson) or gdp (Nasr et al. 2023)."
+        ),
+    ] = "one-run",
+    score_col: Annotated[str, typer.Option(help="Score column (higher = IN).")] = "score",
+    member_col: Annotated[str, typer.Option(help="IN/OUT column (boolean or 0/1).")] = "is_member",
+    delta: Annotated[float, typer.Option(help="δ of the bound.")] = DEFAULT_DELTA,
+    alpha: Annotated[
+        float, typer.Option(help="Significance: the bound holds with probability 1 - alpha.")
+    ] = DEFAULT_ALPHA,
+    claimed: Annotated[
+        float | None, typer.Option(help="The ε the training claims (printed beside the bound).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split / tie-breaking.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Empirical lower bound on a training run's DP ε from canary scores."""
+    from dataclasses import asdict
+
+    from miaudit._json import write_json
+    from miaudit.audit import dp
+    from miaudit.exceptions import ValidationError
+    from miaudit.scorefile import load_score_file
+
+    if method not in DP_METHODS:
+        raise ValidationError(f"--method: expected one of {', '.join(DP_METHODS)}, got {method!r}")
+    sf = load_score_file(file, score_col=score_col, member_col=member_col)
+    found: Any
+    if method == "one-run":
+        found = dp.one_run_audit(sf.scores, sf.is_member, delta=delta, p=alpha, rng=seed)
+    elif method == "canary":
+        found = dp.canary_audit(sf.scores[sf.is_member], sf.scores[~sf.is_member], delta=delta,
+                                alpha=alpha, rng=seed)
+    else:
+        found = dp.gdp_audit(sf.scores[sf.is_member], sf.scores[~sf.is_member], delta=delta,
+                             alpha=alpha, rng=seed)
+    sentence = (
+        f"the audit proves ε ≥ {found.epsilon:.3f} (δ = {delta:g}) at "
+        f"{100 * (1 - alpha):g}% confidence ({method}, {sf.scores.size} trials)"
+    )
+    if claimed is not None:
+        sentence = f"claimed ε = {claimed:g}; " + sentence
+    console.print(sentence, highlight=False)
+    if out is not None:
+        write_json({"method": method, "sentence": sentence, **asdict(found)}, out)
 
 
 if __name__ == "__main__":  # python -m miaudit.cli
