@@ -1,7 +1,15 @@
 """Per-record score files: reading a score table and the FPR lists of ``miaudit evaluate``.
 
+Scores follow miaudit's one direction, higher = member; a column where lower means member (a
+loss, a distance) is read with ``lower_is_member=True`` (``--lower-is-member``), which negates
+it. Index-like columns (a pandas index written by ``df.to_csv()``, ``Unnamed: 0``, or any
+integer column equal to 0..n−1 or 1..n) are dropped with a note, unless named as the score,
+membership or id column (:func:`index_like_columns`).
+
 >>> parse_fprs(["1%,0.001"])
 (0.01, 0.001)
+>>> index_like_columns(pd.DataFrame({"Unnamed: 0": [0, 1, 2], "row": [0, 1, 2], "x": [5, 1, 2]}))
+['Unnamed: 0', 'row']
 """
 
 from __future__ import annotations
@@ -23,13 +31,17 @@ from miaudit._validation import (
 from miaudit.defaults import DEFAULT_FPRS
 from miaudit.exceptions import ValidationError
 
-__all__ = ["ScoreFile", "load_score_file", "nan_note", "parse_fprs"]
+__all__ = ["ScoreFile", "index_like_columns", "load_score_file", "nan_note", "parse_fprs"]
 
 #: File suffixes read as CSV / Parquet.
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: Record ids listed when reporting NaN scores.
 MAX_IDS_SHOWN = 5
+#: Column-name prefix pandas gives an unnamed index column read back from CSV.
+UNNAMED_PREFIX = "Unnamed:"
+#: A column needs at least this many rows before equality with 0..n−1 marks it as an index.
+MIN_ROWS_INDEX_LIKE = 3
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,53 @@ class ScoreFile:
     is_member : ndarray of shape (n,), bool
     record_ids : ndarray of shape (n,) or None
         The id column, when one was named.
+    lower_is_member : bool
+        The file's column was negated on reading (lower = member in the file).
+    dropped_columns : tuple of str
+        Index-like columns that were ignored (:func:`index_like_columns`).
     """
 
     path: Path
     scores: NDArray[np.float64]
     is_member: NDArray[np.bool_]
     record_ids: NDArray | None = None
+    lower_is_member: bool = False
+    dropped_columns: tuple[str, ...] = ()
+
+    def notes(self) -> list[str]:
+        """Warnings for the user: NaN scores, dropped index-like columns."""
+        out = [n for n in (nan_note(self),) if n]
+        if self.dropped_columns:
+            out.append(
+                f"ignored index-like column(s) {', '.join(map(repr, self.dropped_columns))} "
+                "(a pandas index written by to_csv, or a column equal to the row number); "
+                "write the file with index=False to avoid them"
+            )
+        return out
+
+
+def index_like_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that hold a row index rather than data.
+
+    A column is index-like when its name starts with ``"Unnamed:"`` (what ``pandas.read_csv``
+    calls the index that ``DataFrame.to_csv()`` writes by default) or when it is an integer
+    column equal to ``0..n−1`` or ``1..n``. On a file sorted by class, such a column carries the
+    label; used as a feature, it leaks it.
+    """
+    n = len(df)
+    out = []
+    for col in df.columns:
+        name = str(col)
+        if name.startswith(UNNAMED_PREFIX):
+            out.append(name)
+            continue
+        values = df[col]
+        if n < MIN_ROWS_INDEX_LIKE or not pd.api.types.is_integer_dtype(values):
+            continue
+        arr = values.to_numpy()
+        if np.array_equal(arr, np.arange(n)) or np.array_equal(arr, np.arange(1, n + 1)):
+            out.append(name)
+    return out
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -86,6 +139,7 @@ def load_score_file(
     score_col: str = "score",
     member_col: str = "is_member",
     id_col: str | None = None,
+    lower_is_member: bool = False,
 ) -> ScoreFile:
     """Read per-record scores and membership from a CSV/TSV or Parquet file.
 
@@ -99,6 +153,9 @@ def load_score_file(
         Membership column: boolean, 0/1, or ``true``/``false``/``yes``/``no``.
     id_col : str, optional
         Column of unique record ids.
+    lower_is_member : bool
+        The score column is lower = member (a loss, a distance): it is negated, so that the
+        returned scores are higher = member like every other score in miaudit.
 
     Raises
     ------
@@ -113,6 +170,8 @@ def load_score_file(
         raise ValidationError(
             f"{path}: the file has no rows (columns: {', '.join(map(str, df.columns))})"
         )
+    named = {score_col, member_col, id_col}
+    dropped = tuple(c for c in index_like_columns(df) if c not in named)
     raw_scores = _column(df, score_col, "score", "--score-col", path)
     raw_member = _column(df, member_col, "membership", "--member-col", path)
     if not pd.api.types.is_numeric_dtype(raw_scores) or pd.api.types.is_bool_dtype(raw_scores):
@@ -134,7 +193,14 @@ def load_score_file(
                 f"{path.name}: id column {id_col!r} has {int(dup.sum())} duplicate ids, "
                 f"e.g. {examples}"
             )
-    return ScoreFile(path=path, scores=scores, is_member=is_member, record_ids=ids)
+    return ScoreFile(
+        path=path,
+        scores=-scores if lower_is_member else scores,
+        is_member=is_member,
+        record_ids=ids,
+        lower_is_member=bool(lower_is_member),
+        dropped_columns=dropped,
+    )
 
 
 def _is_number(v: object) -> bool:

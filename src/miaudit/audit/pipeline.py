@@ -44,6 +44,7 @@ from miaudit import attacks
 from miaudit._json import parse_float
 from miaudit.audit.attack_stage import EXTERNAL_TARGET, SignalBank, TargetSplit, score_targets
 from miaudit.audit.cache import load_array, save_array
+from miaudit.audit.exposure import profile_exposure
 from miaudit.audit.result import AuditResult, build_result
 from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
 from miaudit.data import Dataset
@@ -368,6 +369,14 @@ class Audit:
             )
         result.target = _target_info(target)
         result.config = cfg.model_dump(mode="json")
+        result.exposure = profile_exposure(
+            result.vulnerability,
+            ds.record_ids[audit_idx],
+            ds.X[audit_idx],
+            original_labels(ds)[audit_idx],
+            top_k=cfg.report.top_records,
+            seed=cfg.seed,
+        )
         with timer.stage("report"):
             write_outputs(result, cfg.output)
         result.timings = timer.seconds

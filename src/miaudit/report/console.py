@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from rich import box
 from rich.table import Table
@@ -13,7 +13,10 @@ from miaudit._format import format_fpr
 from miaudit.exceptions import ValidationError
 from miaudit.metrics import MetricsSummary, TprAtFpr
 
-__all__ = ["format_fpr", "metrics_table"]
+if TYPE_CHECKING:
+    from miaudit.audit.sanity import Check
+
+__all__ = ["checks_markup", "format_fpr", "metrics_table"]
 
 Layout = Literal["auto", "rows", "columns"]
 #: With ``layout="auto"``, up to this many summaries are shown one per column.
@@ -151,3 +154,20 @@ def metrics_table(
             f"{s.epsilon.epsilon:.3f}",
         )
     return table
+
+
+def checks_markup(checks: Sequence[Check]) -> list[str]:
+    """Rich-markup lines for failed sanity checks (:mod:`miaudit.audit.sanity`): a red
+    ``CHECK FAILED`` or a yellow ``warning`` with the reason, then the fix."""
+    from rich.markup import escape
+
+    lines = []
+    for c in checks:
+        tag = (
+            "[bold red]CHECK FAILED[/bold red]"
+            if c.severity == "fail"
+            else "[yellow]warning[/yellow]"
+        )
+        lines.append(f"{tag} ({escape(c.id)}): {escape(c.reason)}")
+        lines.append(f"  [dim]fix:[/dim] {escape(c.fix)}")
+    return lines
