@@ -158,6 +158,7 @@ class AuditResult:
             },
             **({"target": self.target} if self.target else {}),
             **({"privacy": claim} if (claim := self.privacy_claim()) else {}),
+            **({"exposure": _without_images(self.exposure)} if self.exposure else {}),
             "timings_seconds": self.timings,
             "versions": self.versions,
             "config": self.config,
@@ -248,6 +249,10 @@ def build_result(
         versions=package_versions(),
         checks=checks,
     )
+
+
+def _without_images(exposure: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in exposure.items() if k != "images"}
 
 
 def _n_trained(models: pd.DataFrame) -> int | None:
