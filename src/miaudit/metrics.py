@@ -66,6 +66,7 @@ __all__ = [
     "auc_interval",
     "balanced_accuracy",
     "clopper_pearson",
+    "confusion_at",
     "epsilon_lower_bound",
     "epsilon_lower_bound_from_scores",
     "roc_curve",
@@ -752,6 +753,19 @@ def _best_bound(c: _RocCounts, delta: float, alpha: float) -> EpsilonBound:
     )
 
 
+def confusion_at(
+    scores: NDArray[np.float64], is_member: NDArray[np.bool_], threshold: float
+) -> tuple[int, int, int, int]:
+    """``(tp, fn, fp, tn)`` of the test "member iff ``score >= threshold``".
+
+    >>> confusion_at(np.array([0.9, 0.4, 0.6, 0.1]), np.array([True, True, False, False]), 0.5)
+    (1, 1, 1, 1)
+    """
+    predicted = scores >= threshold
+    tp, fp = int(np.sum(predicted & is_member)), int(np.sum(predicted & ~is_member))
+    return tp, int(is_member.sum()) - tp, fp, int((~is_member).sum()) - fp
+
+
 def _bound_at(
     s: NDArray[np.float64],
     m: NDArray[np.bool_],
@@ -760,9 +774,7 @@ def _bound_at(
     alpha: float,
     selection: EpsilonSelection,
 ) -> EpsilonBound:
-    predicted = s >= threshold
-    tp, fp = int(np.sum(predicted & m)), int(np.sum(predicted & ~m))
-    fn, tn = int(m.sum()) - tp, int((~m).sum()) - fp
+    tp, fn, fp, tn = confusion_at(s, m, threshold)
     eps = float(_epsilon_from_counts(tp, fn, fp, tn, delta, alpha))
     return EpsilonBound(eps, float(threshold), tp, fn, fp, tn, delta, alpha, selection)
 

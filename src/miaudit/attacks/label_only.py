@@ -46,6 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 from miaudit._validation import SeedLike, as_generator, check_array, check_count, check_keep
 from miaudit.attacks import register
 from miaudit.attacks.base import Attack, AttackData, AttackInfo
+from miaudit.attacks.threshold import best_threshold
 from miaudit.exceptions import MissingRequirementError, UnknownNameError, ValidationError
 from miaudit.targets import predict_labels
 
@@ -92,21 +93,6 @@ PROBE_SCALE = 1.0
 QUERY_CHUNK = 32_768
 #: Entries of each block of the record × pool distance matrix (starting points).
 DISTANCE_CHUNK = 1 << 22
-
-
-def best_threshold(in_values: NDArray, out_values: NDArray) -> float:
-    """Threshold ``t`` maximising the balanced accuracy of "member iff value >= t": the
-    midpoint between the best candidate value and the next smaller one; NaN without values."""
-    a = np.sort(in_values[np.isfinite(in_values)])
-    b = np.sort(out_values[np.isfinite(out_values)])
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    cand = np.unique(np.concatenate([a, b]))
-    tpr = 1.0 - np.searchsorted(a, cand, side="left") / a.size
-    fpr = 1.0 - np.searchsorted(b, cand, side="left") / b.size
-    i = int(np.argmax(tpr - fpr))
-    lower = cand[i - 1] if i > 0 else cand[0] - 1.0
-    return float((cand[i] + lower) / 2.0)
 
 
 # ---------------------------------------------------------------------------- gap attack

@@ -63,6 +63,7 @@ from miaudit.metrics import (
     DEFAULT_ALPHA,
     EpsilonBound,
     _cp_upper,  # one-sided Clopper–Pearson upper bound, shared with the metrics
+    confusion_at,
     epsilon_lower_bound_from_scores,
 )
 
@@ -843,9 +844,7 @@ def _gdp_at(
     selection: GdpSelection,
     n_thresholds: int,
 ) -> GdpAudit:
-    pred = s >= threshold
-    tp, fp = int(np.sum(pred & m)), int(np.sum(pred & ~m))
-    fn, tn = int(m.sum()) - tp, int((~m).sum()) - fp
+    tp, fn, fp, tn = confusion_at(s, m, threshold)
     mu = float(_gdp_mu(np.array([tp]), np.array([fn]), np.array([fp]), np.array([tn]), alpha)[0])
     return GdpAudit(
         _gdp_epsilon(mu, delta), mu, float(threshold), tp, fn, fp, tn, delta, alpha,
