@@ -43,7 +43,7 @@ def test_entry_point_attack_runs_from_yaml(tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "audit.yaml"
     config.write_text(
-        "mode: algorithm\nseed: 0\nquiet: true\n"
+        "mode: algorithm\nseed: 0\nquiet: true\ntrust_code: true\n"
         f"output: {out}\n"
         "data: {name: digits}\n"
         "training: {recipe: torch-mlp, params: {hidden_sizes: [32], epochs: 5}}\n"
@@ -61,6 +61,10 @@ def test_entry_point_attack_runs_from_yaml(tmp_path):
     np.testing.assert_allclose(scores["margin_x2"], 2 * scores["margin"])
     # The margin is a different statistic from the loss: the plug-in really ran.
     assert not np.allclose(scores["margin"], scores["loss"])
+    # An installed plug-in runs without trust_code; an import path in the config needs it.
+    config.write_text(config.read_text().replace("trust_code: true", "trust_code: false"))
+    refused = _miaudit(tmp_path, "run", str(config))
+    assert refused.returncode == 2 and "trust_code: true" in refused.stderr
 
 
 def test_broken_plugin_is_skipped_with_a_warning(tmp_path):
