@@ -19,10 +19,12 @@ import pandas as pd
 from miaudit._format import format_fpr
 from miaudit.defaults import TOP_RECORDS
 from miaudit.metrics import MetricsSummary
+from miaudit.report.guidance import guidance_section
 from miaudit.report.plots import plot_roc, plot_score_histograms
 
 if TYPE_CHECKING:
     from miaudit.audit.result import AuditResult
+    from miaudit.audit.sanity import Check
 
 __all__ = ["render_report", "write_report"]
 
@@ -36,6 +38,10 @@ th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4} td.name,th.name{text-align:left}
 img{max-width:100%} pre{background:#f7f7f7;padding:.8rem;overflow-x:auto;font-size:.8rem}
 .muted{color:#666;font-size:.85rem} .best{font-weight:bold} .nan{color:#b00}
+td.ci{white-space:nowrap}
+.noverdict{background:#fdecea;border-left-color:#c92a2a}
+.check{border-left:6px solid #c92a2a;background:#fff5f5;padding:.5rem 1rem;margin:.5rem 0}
+.check.warn{border-left-color:#f08c00;background:#fff9f0}
 """
 
 #: Left end of the ROC's FPR axis at most (with a single non-member, 1/n would be 1).
@@ -56,9 +62,22 @@ def _img(path: Path, alt: str) -> str:
 
 def _cell(attack: str, metric: str, value: float, text: str) -> str:
     return (
-        f'<td data-attack="{_e(attack)}" data-metric="{_e(metric)}" '
+        f'<td class="ci" data-attack="{_e(attack)}" data-metric="{_e(metric)}" '
         f'data-value="{value!r}">{_e(text)}</td>'
     )
+
+
+def _checks_section(checks: list[Check]) -> str:
+    """Each failed sanity check with its reason and fix (:mod:`miaudit.audit.sanity`)."""
+    if not checks:
+        return ""
+    items = "".join(
+        f"<div class='check {_e(c.severity)}' data-check='{_e(c.id)}'><b>"
+        f"{'Check failed' if c.severity == 'fail' else 'Warning'}: {_e(c.id)}</b><br>"
+        f"{_e(c.reason)}<br><i>Fix:</i> {_e(c.fix)}</div>"
+        for c in checks
+    )
+    return f"<h2 id='checks'>Sanity checks</h2>{items}"
 
 
 def _pct(x: float) -> str:
@@ -89,9 +108,15 @@ def _metrics_table(metrics: dict[str, MetricsSummary], best: str) -> str:
         cls = ' class="name best"' if name == best else ' class="name"'
         rows.append(f"<tr><td{cls}>{_e(name)}</td>{''.join(cells)}</tr>")
     n_non = first.n_non_members
+    any_below = any(not r.reachable for s in metrics.values() for r in s.tpr_at_fpr)
+    below_note = (
+        f"{_BELOW} target FPR below the resolution 1/{n_non} of the evaluation: the value is "
+        "the TPR at zero false positives. "
+        if any_below
+        else ""
+    )
     note = (
-        f"<p class='muted'>{_BELOW} target FPR below the resolution 1/{n_non} of the "
-        "evaluation: the value is the TPR at zero false positives. Intervals: AUC "
+        f"<p class='muted'>{below_note}Intervals: AUC "
         f"bootstrap ({first.n_bootstrap} resamples), TPR Clopper–Pearson, both at "
         f"{100 * (1 - first.alpha):g}%. ε: empirical lower bound on the DP ε "
         f"(δ = {first.epsilon.delta:g}, threshold chosen "
@@ -145,8 +170,23 @@ def _models_section(models: pd.DataFrame) -> str:
                 "models memorise their training records; membership attacks feed on it.</p>"
             )
     return (
-        f"<p>{len(models)} models. {'; '.join(parts)}.</p>{gap}"
+        f"<p>{len(models)} models. {'; '.join(parts)}.</p>{gap}{_store_note(models)}"
         f"<details><summary>per model</summary>{_frame_table(models, 'model')}</details>"
+    )
+
+
+def _store_note(models: pd.DataFrame) -> str:
+    """Say how many models were read from the run store (a cached re-run trains nothing)."""
+    if "from_store" not in models:
+        return ""
+    stored = int(models["from_store"].eq(True).sum())
+    if not stored:
+        return ""
+    trained = int(models["from_store"].eq(False).sum())
+    return (
+        f"<p id='from-store'><b>{stored} of {len(models)} models came from the run store</b> "
+        f"(trained by an earlier run with the same data, split and recipe); {trained} were "
+        "trained by this run, so the training time below covers only those.</p>"
     )
 
 
@@ -168,13 +208,16 @@ def render_report(result: AuditResult, roc_png: Path, hist_png: Path) -> str:
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in result.versions.items())
     n_targets = result.scores["target"].nunique() if "target" in result.scores else 1
     yaml_text = _e(_to_yaml(cfg))
+    scores_only = cfg.get("mode", "scores") == "scores"
+    headline_cls = "headline" if result.reliable else "headline noverdict"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>miaudit report</title><style>{_CSS}</style></head><body>
 <h1>Membership inference audit</h1>
 <p class="muted">miaudit {_e(result.versions.get("miaudit", ""))} · mode
 {_e(cfg.get("mode", "scores"))} · {n_targets} target(s) · seed {_e(cfg.get("seed", ""))}</p>
-<p class="headline" id="headline">{_e(result.headline)}</p>{_privacy_note(result)}
+<p class="{headline_cls}" id="headline">{_e(result.headline)}</p>{_privacy_note(result)}
+{_checks_section(result.checks)}
 <p>Scores are higher for records an attack believes were in the training set. A true positive
 is a training record flagged as such; a false positive is a record the model never saw,
 flagged anyway. Read the table at low false-positive rates: an attack that flags a few
@@ -185,13 +228,8 @@ coin on average.</p>
 {_metrics_table(result.metrics, result.best_attack)}
 <h2>Score distributions</h2>
 {_img(hist_png, "score histograms of members and non-members")}
-<h2>The models</h2>
-{_models_section(result.models)}
-<h2>Most exposed records</h2>
-<p>Flagged by <b>{_e(result.best_attack)}</b> at {_e(format_fpr(result.flag_fpr))} FPR per
-target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flagged it,
-<i>n_false_flags</i> targets that did not train on it flagged it anyway.{_scores_note(cfg)}</p>
-{_frame_table(top, "record_id")}
+{"" if scores_only else _models_and_records(result, top)}
+{guidance_section(result)}
 <h2>Attacks run</h2>
 <table><tr><th class="name">label</th><th class="name">attack</th><th class="name">paper</th>
 <th class="name">parameters</th><th class="name">threat model (what the attack saw)</th></tr>
@@ -201,6 +239,19 @@ target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flag
 <p class="muted">Versions: {versions}</p>
 <details><summary>configuration</summary><pre>{yaml_text}</pre></details>
 </body></html>
+"""
+
+
+def _models_and_records(result: AuditResult, top: pd.DataFrame) -> str:
+    """The models section and the most-exposed-records table (audits that trained models)."""
+    return f"""<h2>The models</h2>
+{_models_section(result.models)}
+<h2>Most exposed records</h2>
+<p>Flagged by <b>{_e(result.best_attack)}</b> at {_e(format_fpr(result.flag_fpr))} FPR per
+target: <i>n_in</i> targets trained on the record, <i>n_flagged</i> of them flagged it,
+<i>n_false_flags</i> targets that did not train on it flagged it
+anyway.{_scores_note(result.config)}</p>
+{_frame_table(top, "record_id")}
 """
 
 
