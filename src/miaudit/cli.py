@@ -319,6 +319,59 @@ def demo(
 
 @app.command()
 @cli_errors
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders (the first is the baseline).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder for compare.html/.json.")
+    ] = Path("miaudit-compare"),
+    attack: Annotated[
+        str | None, typer.Option(help="Attack to compare (default: each run's best).")
+    ] = None,
+    fpr: Annotated[
+        str | None, typer.Option(help="FPR of the significance test (default: headline).")
+    ] = None,
+    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the test.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Compare audit runs: ROC curves, metrics with intervals, a significance test."""
+    from miaudit.report.compare import compare_runs
+    from miaudit.scorefile import parse_fprs
+
+    test_fpr = parse_fprs([fpr])[0] if fpr else None
+    res = compare_runs(
+        list(runs), out, attack=attack, fpr=test_fpr, n_bootstrap=n_bootstrap, seed=seed
+    )
+    if quiet:
+        return
+    for run in res["runs"]:
+        row = next((r for r in run["tpr_at_fpr"] if r["target_fpr"] == res["fpr"]), None)
+        tpr = f"{100 * row['tpr']:.2f}%" if row else "–"
+        acc = " ".join(
+            f"{k} {run[k]:.3f}" for k in ("train_accuracy", "test_accuracy") if run[k] is not None
+        )
+        console.print(
+            f"[bold]{escape(run['name'])}[/bold] ({escape(run['attack'])}): AUC {run['auc']:.4f}, "
+            f"TPR {tpr} at FPR {res['fpr']:g}; {acc}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for name, t in res["tests"].items():
+        verdict = "significant" if t["significant"] else "not significant"
+        console.print(
+            f"{escape(name)} vs {escape(res['baseline'])}: ΔTPR {100 * t['difference']:+.2f} pts "
+            f"[{100 * t['interval_low']:+.2f}, {100 * t['interval_high']:+.2f}], "
+            f"p = {t['p_value']:.3g} ({verdict})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"wrote {res['files']['html']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@cli_errors
 def attacks() -> None:
     """List the registered attacks: name, what it does, what it needs."""
     from miaudit import attacks as registry
