@@ -298,15 +298,15 @@ def compare_runs(
     summary_runs = []
     for r in runs:
         a = chosen[r.name]
-        m = r.attack_metrics(a)
+        am = r.attack_metrics(a)
         summary_runs.append(
             {
                 "name": r.name,
                 "folder": str(r.folder),
                 "attack": a,
-                "auc": m["auc"],
-                "auc_interval": m["auc_interval"],
-                "tpr_at_fpr": m["tpr_at_fpr"],
+                "auc": am["auc"],
+                "auc_interval": am["auc_interval"],
+                "tpr_at_fpr": am["tpr_at_fpr"],
                 "train_accuracy": r.accuracy("train_accuracy"),
                 "test_accuracy": r.accuracy("test_accuracy"),
                 "headline": r.metrics.get("headline"),
