@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from miaudit.exceptions import MiauditError, MissingRequirementError, ValidationError
+from miaudit.registry import Registry
 
 OutputKind = Literal["logits", "probs"]
 Capability = Literal["logits", "probs", "top_k", "label", "loss", "gradients"]
@@ -90,6 +91,7 @@ __all__ = [
     "CAPABILITIES",
     "IMPLIES",
     "SIGNAL_NEEDS",
+    "TARGET_LOADERS",
     "CallableTarget",
     "SklearnTarget",
     "Target",
@@ -371,6 +373,47 @@ def load_skops(path: str | Path, trusted: Sequence[str] = ()) -> Any:
     return sio.load(p, trusted=list(trusted) or None)
 
 
+TargetLoader = Callable[[str, int, "OutputKind | None", Sequence[str]], Target]
+"""``loader(spec, n_classes, kind, trusted) -> Target``."""
+
+#: How ``target.model`` is loaded, by the file's suffix (``".skops"``), or ``"callable"`` for a
+#: ``module:function`` spec; a new model format is one registered loader.
+TARGET_LOADERS: Registry[TargetLoader] = Registry("target loader")
+
+
+@TARGET_LOADERS.register(".skops")
+def _skops_target(
+    spec: str, n_classes: int, kind: OutputKind | None, trusted: Sequence[str]
+) -> Target:
+    if kind == "logits":
+        raise ValidationError(
+            f"{spec}: a scikit-learn model returns probabilities, "
+            "not logits (set output_kind: probs or leave it unset)"
+        )
+    return SklearnTarget(load_skops(spec, trusted), n_classes=n_classes)
+
+
+def _refuse_pickle(
+    spec: str, n_classes: int, kind: OutputKind | None, trusted: Sequence[str]
+) -> Target:
+    raise MiauditError(
+        f"{spec}: pickle files can run arbitrary code when loaded and are not read. Save "
+        "the model with skops (skops.io.dump) or give a 'module:function' callable"
+    )
+
+
+for _suffix in (".pkl", ".pickle", ".joblib"):
+    TARGET_LOADERS.add(_suffix, _refuse_pickle)
+del _suffix
+
+
+@TARGET_LOADERS.register("callable")
+def _callable_target(
+    spec: str, n_classes: int, kind: OutputKind | None, trusted: Sequence[str]
+) -> Target:
+    return CallableTarget(load_callable(spec), kind=kind or "logits")
+
+
 def load_target(
     spec: str,
     n_classes: int,
@@ -378,7 +421,7 @@ def load_target(
     kind: OutputKind | None = None,
     trusted: Sequence[str] = (),
 ) -> Target:
-    """The :class:`Target` named by ``spec``.
+    """The :class:`Target` named by ``spec``, through :data:`TARGET_LOADERS`.
 
     ``spec`` is a ``.skops`` file (a scikit-learn classifier; outputs are probabilities) or
     ``module:function`` (a Python callable returning logits, or probabilities if
@@ -386,21 +429,13 @@ def load_target(
     module in a callable. Pickle files are refused.
     """
     path = Path(spec)
-    if path.suffix == ".skops":
-        if kind == "logits":
-            raise ValidationError(
-                f"{path}: a scikit-learn model returns probabilities, "
-                "not logits (set output_kind: probs or leave it unset)"
-            )
-        return SklearnTarget(load_skops(path, trusted), n_classes=n_classes)
-    if path.suffix in {".pkl", ".pickle", ".joblib"}:
-        raise MiauditError(
-            f"{path}: pickle files can run arbitrary code when loaded and are not read. Save "
-            "the model with skops (skops.io.dump) or give a 'module:function' callable"
+    if path.suffix.lower() in TARGET_LOADERS:
+        key = path.suffix.lower()
+    elif ":" in spec and not path.exists():
+        key = "callable"
+    else:
+        raise ValidationError(
+            f"target.model {spec!r}: expected a .skops file or 'module:function' (a callable "
+            "returning logits or probabilities)"
         )
-    if ":" in spec and not path.exists():
-        return CallableTarget(load_callable(spec), kind=kind or "logits")
-    raise ValidationError(
-        f"target.model {spec!r}: expected a .skops file or 'module:function' (a callable "
-        "returning logits or probabilities)"
-    )
+    return TARGET_LOADERS.get(key)(spec, n_classes, kind, trusted)
