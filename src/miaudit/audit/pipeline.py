@@ -51,7 +51,7 @@ from miaudit.data import Dataset
 from miaudit.data.splits import (
     LeaveOneOut,
     embed_keep,
-    paired_keep_matrix,
+    nested_keep_matrix,
     population_split,
 )
 from miaudit.exceptions import MiauditError, MissingColumnError, ValidationError
@@ -126,50 +126,6 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
             hashlib.sha256(source.encode()).hexdigest() if source is not None else None
         )
     return key
-
-
-#: Models of the balanced base of an odd-sized :func:`nested_keep_matrix` (each record OUT of
-#: exactly one of them).
-ODD_BASE_MODELS = 3
-
-
-def nested_keep_matrix(
-    n_models: int, n_records: int, rng: np.random.Generator
-) -> NDArray[np.bool_]:
-    """A balanced keep matrix whose rows do not depend on ``n_models`` beyond its parity.
-
-    Even ``M = 2P``: ``P`` complementary pairs
-    (:func:`~miaudit.data.splits.paired_keep_matrix`), every record IN for exactly ``P``.
-    Odd ``M = 2P + 1``: a base of :data:`ODD_BASE_MODELS` models in which each record is OUT of
-    one model drawn uniformly (so IN for 2 of 3), then ``P - 1`` complementary pairs: every
-    record IN for exactly ``P + 1 = n_in_per_record(M)``. The pairs are drawn row by row from
-    one stream, so ``nested_keep_matrix(M)[:M']`` equals ``nested_keep_matrix(M')`` for every
-    ``M' <= M`` of the same parity and the same ``rng`` state (an extended audit reproduces a
-    fresh one). Base models train on about 2/3 of the records, paired models on 1/2.
-
-    Parameters
-    ----------
-    n_models : int
-        ``M >= 2``.
-    n_records : int
-        ``N >= 2``.
-    rng : numpy.random.Generator
-        Consumed once (one integer) to seed the streams.
-
-    Returns
-    -------
-    ndarray of shape (n_models, n_records), bool
-    """
-    pairs_seq, base_seq = np.random.SeedSequence(int(rng.integers(2**63))).spawn(2)
-    if n_models % 2 == 0:
-        return paired_keep_matrix(n_models // 2, n_records, np.random.default_rng(pairs_seq))
-    out = np.random.default_rng(base_seq).integers(0, ODD_BASE_MODELS, size=n_records)
-    base = np.arange(ODD_BASE_MODELS)[:, None] != out[None, :]
-    n_pairs = (n_models - ODD_BASE_MODELS) // 2
-    if n_pairs == 0:
-        return base
-    pairs = paired_keep_matrix(n_pairs, n_records, np.random.default_rng(pairs_seq))
-    return np.concatenate([base, pairs])
 
 
 def original_labels(ds: Dataset) -> NDArray:
@@ -412,8 +368,8 @@ class Audit:
     ) -> tuple[NDArray[np.bool_], str]:
         """The keep matrix ``(n_models, n_audit)`` and its lineage (the store folder it trains in).
 
-        The matrix is :func:`nested_keep_matrix`: balanced (every record IN for exactly
-        ``n_in_per_record(n_models)`` models) and a pure function of the seed and the count,
+        The matrix is :func:`~miaudit.data.splits.nested_keep_matrix`: balanced (every record
+        IN for exactly ``n_in_per_record(n_models)`` models) and a pure function of the seed and the count,
         whose first rows never depend on how many models are asked for within one parity. So
         3 then 5 references in one folder give the same models and numbers as 5 in a fresh
         folder, and the smaller run's models are reused. The lineage is a hash of the data,

@@ -23,6 +23,7 @@ from miaudit.data.splits import (
     extend_keep_matrix,
     keep_matrix,
     n_in_per_record,
+    nested_keep_matrix,
     paired_keep_matrix,
     population_split,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "load_dataset",
     "load_file",
     "n_in_per_record",
+    "nested_keep_matrix",
     "paired_keep_matrix",
     "population_split",
     "register_dataset",

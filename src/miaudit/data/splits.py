@@ -11,6 +11,8 @@ groups have the same size for every record. The constructions here give exactly 
   ids for every record) and set ``keep = order < k`` with ``k = round(pkeep · M)``. Every column
   holds a permutation of ``0..M-1``, so every record is IN for exactly ``k`` models.
 * :func:`paired_keep_matrix` — models ``2i`` and ``2i+1`` train on complementary halves.
+* :func:`nested_keep_matrix` — balanced, and its first rows do not depend on how many follow
+  (the audit pipeline's matrix: an extended audit reproduces a fresh one).
 * :func:`extend_keep_matrix` — more models, old rows untouched, every record still balanced.
 
 Rounding: ``round`` here is *half up* (``floor(x + 0.5)``), not Python's round-half-to-even, so
@@ -405,3 +407,47 @@ class DesignatedTarget:
         row = np.zeros(n_records, dtype=bool)
         row[self.members] = True
         return row
+
+
+#: Models of the balanced base of an odd-sized :func:`nested_keep_matrix` (each record OUT of
+#: exactly one of them).
+ODD_BASE_MODELS = 3
+
+
+def nested_keep_matrix(
+    n_models: int, n_records: int, rng: np.random.Generator
+) -> NDArray[np.bool_]:
+    """A balanced keep matrix whose rows do not depend on ``n_models`` beyond its parity.
+
+    Even ``M = 2P``: ``P`` complementary pairs
+    (:func:`paired_keep_matrix`), every record IN for exactly ``P``.
+    Odd ``M = 2P + 1``: a base of :data:`ODD_BASE_MODELS` models in which each record is OUT of
+    one model drawn uniformly (so IN for 2 of 3), then ``P - 1`` complementary pairs: every
+    record IN for exactly ``P + 1 = n_in_per_record(M)``. The pairs are drawn row by row from
+    one stream, so ``nested_keep_matrix(M)[:M']`` equals ``nested_keep_matrix(M')`` for every
+    ``M' <= M`` of the same parity and the same ``rng`` state (an extended audit reproduces a
+    fresh one). Base models train on about 2/3 of the records, paired models on 1/2.
+
+    Parameters
+    ----------
+    n_models : int
+        ``M >= 2``.
+    n_records : int
+        ``N >= 2``.
+    rng : numpy.random.Generator
+        Consumed once (one integer) to seed the streams.
+
+    Returns
+    -------
+    ndarray of shape (n_models, n_records), bool
+    """
+    pairs_seq, base_seq = np.random.SeedSequence(int(rng.integers(2**63))).spawn(2)
+    if n_models % 2 == 0:
+        return paired_keep_matrix(n_models // 2, n_records, np.random.default_rng(pairs_seq))
+    out = np.random.default_rng(base_seq).integers(0, ODD_BASE_MODELS, size=n_records)
+    base = np.arange(ODD_BASE_MODELS)[:, None] != out[None, :]
+    n_pairs = (n_models - ODD_BASE_MODELS) // 2
+    if n_pairs == 0:
+        return base
+    pairs = paired_keep_matrix(n_pairs, n_records, np.random.default_rng(pairs_seq))
+    return np.concatenate([base, pairs])
