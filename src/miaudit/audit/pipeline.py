@@ -369,11 +369,11 @@ class Audit:
         """The keep matrix ``(n_models, n_audit)`` and its lineage (the store folder it trains in).
 
         The matrix is :func:`~miaudit.data.splits.nested_keep_matrix`: balanced (every record
-        IN for exactly ``n_in_per_record(n_models)`` models) and a pure function of the seed and the count,
-        whose first rows never depend on how many models are asked for within one parity. So
-        3 then 5 references in one folder give the same models and numbers as 5 in a fresh
-        folder, and the smaller run's models are reused. The lineage is a hash of the data,
-        the split, the seed, the splits code and the parity.
+        IN for exactly ``n_in_per_record(n_models)`` models) and a pure function of the seed
+        and the count, whose first rows never depend on how many models are asked for within
+        one parity. So 3 then 5 references in one folder give the same models and numbers as
+        5 in a fresh folder, and the smaller run's models are reused. The lineage is a hash of
+        the data, the split, the seed, the splits code and the parity.
         """
         split_key = content_hash(
             dataset_fingerprint(ds.X, ds.y, ds.record_ids),
