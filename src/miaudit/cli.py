@@ -41,6 +41,26 @@ def __getattr__(name: str) -> Any:
 #: Exit status of a command that failed on bad input (as for usage errors).
 EXIT_ERROR = 2
 
+
+def _hide_flag_types() -> None:
+    """Typer (0.29) prints ``<bool>`` beside every flag in ``--help``, as if it took a value;
+    a flag (``--quiet``) takes none, so its type column is left empty."""
+    core = typer.core.TyperOption
+    original = core.display_type_rich
+    if getattr(original, "_miaudit_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich._miaudit_flags = True  # type: ignore[attr-defined]
+    core.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="miaudit",
     help="Membership inference attacks and privacy audits. Higher score = member, always.",
@@ -372,10 +392,18 @@ def compare(
 
 @app.command()
 @cli_errors
-def attacks() -> None:
-    """List the registered attacks: name, what it does, what it needs."""
+def attacks(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Show one attack: parameters, threat model, paper and formula."),
+    ] = None,
+) -> None:
+    """List the registered attacks (name, what it does, what it needs), or describe one."""
     from miaudit import attacks as registry
 
+    if name is not None:
+        _describe_attack(name)
+        return
     infos = registry.infos()
     width = max((len(i.name) for i in infos), default=0)
     for info in infos:
@@ -458,6 +486,44 @@ def audit_dp(
     console.print(sentence, highlight=False)
     if out is not None:
         write_json({"method": method, "sentence": sentence, **asdict(found)}, out)
+
+
+def _describe_attack(name: str) -> None:
+    """Print an attack's title, paper, threat model, parameters with defaults and formula."""
+    import inspect
+
+    from miaudit import attacks as registry
+
+    cls = registry.REGISTRY.get(name)
+    info = cls.info
+    console.print(f"[bold]{escape(info.name)}[/bold]: {escape(info.title)}", soft_wrap=True)
+    console.print(f"paper: {escape(info.paper or '-')}", highlight=False, soft_wrap=True)
+    needs = [
+        f"{field.removeprefix('needs_').replace('_', ' ')}"
+        for field in ("needs_references", "needs_in_references", "needs_out_references",
+                      "needs_population", "needs_outputs", "needs_queries")
+        if getattr(info, field, False)
+    ]
+    console.print(
+        f"threat model: needs {', '.join(needs) or 'the target model only'}; signals: "
+        f"{', '.join(info.signals) or '-'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    params = [
+        p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
+    ]
+    console.print("parameters:" if params else "parameters: none", highlight=False)
+    for p in params:
+        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        console.print(f"  {escape(p.name)}{escape(default)}", highlight=False)
+    module = inspect.getmodule(cls)
+    doc = inspect.getdoc(cls) or ""
+    if module is not None and module.__doc__:
+        doc = f"{doc}\n\n{inspect.cleandoc(module.__doc__)}" if doc else module.__doc__
+    if doc:
+        console.print("formula and details:", highlight=False)
+        console.print(escape(doc.strip()), highlight=False, markup=True, soft_wrap=True)
 
 
 if __name__ == "__main__":  # python -m miaudit.cli
