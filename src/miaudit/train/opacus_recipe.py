@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +37,6 @@ from numpy.typing import NDArray
 
 from miaudit.exceptions import ValidationError
 from miaudit.targets import load_callable
-from miaudit.train.queries import identity_view
 from miaudit.train.recipes import (
     RECIPES,
     DPConfig,
@@ -56,12 +55,9 @@ from miaudit.train.recipes import (
 )
 from miaudit.train.sklearn_recipe import (
     MODEL_OVERHEAD_BYTES,
-    _callable_predictor,
-    _check_outputs,
     _function_path,
-    _query_views,
-    _result,
     _source_sha256,
+    query_trained_model,
 )
 
 #: The model's random streams (:func:`~miaudit.train.recipes.model_seed`): initial weights,
@@ -329,17 +325,9 @@ class OpacusRecipe(Recipe):
             module, privacy, loss = train_opacus(
                 self.config, X[row], y[row], n_classes, int(model_id)
             )
-            trained = time.perf_counter()
-            predict: Callable[[NDArray], NDArray[np.float32]]
-            predict, weights, fmt = _callable_predictor(module.cpu(), n_classes, "logits")
-            obs = _check_outputs(
-                _query_views(predict, X, queries), len(X), n_classes, "opacus recipe"
-            )
-            view = identity_view(queries)
-            identity = obs[:, view] if view is not None else predict(X)
-            result = _result(
-                int(model_id), obs, y, row, identity, (start, trained, time.perf_counter()),
-                weights, fmt,
+            result = query_trained_model(
+                module.cpu(), int(model_id), X, y, row, n_classes, queries, "logits", start,
+                "opacus recipe",
             )
             result.final_loss = float(loss)
             result.privacy = privacy

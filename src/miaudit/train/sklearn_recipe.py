@@ -528,23 +528,34 @@ class CallableRecipe(Recipe):
             seed = model_seed(self.config.seed, int(model_id)) % SKLEARN_SEED_MODULUS
             start = time.perf_counter()
             model = self.config.train(X[row], y[row], seed)
-            trained = time.perf_counter()
-            predict, weights, fmt = _callable_predictor(model, n_classes, self.config.output)
-            obs = _check_outputs(
-                _query_views(predict, X, queries), len(X), n_classes, "callable recipe"
-            )
-            view = identity_view(queries)
-            identity = obs[:, view] if view is not None else predict(X)
             results.append(
-                _result(
-                    int(model_id),
-                    obs,
-                    y,
-                    row,
-                    identity,
-                    (start, trained, time.perf_counter()),
-                    weights,
-                    fmt,
+                query_trained_model(
+                    model, int(model_id), X, y, row, n_classes, queries, self.config.output,
+                    start, "callable recipe",
                 )
             )
         return results
+
+
+def query_trained_model(
+    model: Any,
+    model_id: int,
+    X: NDArray[np.float32],
+    y: NDArray[np.int64],
+    row: NDArray[np.bool_],
+    n_classes: int,
+    queries: Sequence[str],
+    output: str,
+    start: float,
+    what: str,
+) -> ModelResult:
+    """Query a model trained one at a time (since ``start``, ``time.perf_counter()``) on every
+    record and view: its :class:`ModelResult` with accuracies, timings and weights."""
+    trained = time.perf_counter()
+    predict, weights, fmt = _callable_predictor(model, n_classes, output)
+    obs = _check_outputs(_query_views(predict, X, queries), len(X), n_classes, what)
+    view = identity_view(queries)
+    identity = obs[:, view] if view is not None else predict(X)
+    return _result(
+        model_id, obs, y, row, identity, (start, trained, time.perf_counter()), weights, fmt
+    )
