@@ -24,7 +24,6 @@ Example (``miaudit run audit.yaml``)::
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -366,18 +365,22 @@ class AuditConfig(_Section):
         from miaudit.trust import code_trust
 
         with code_trust(self.trust_code):
-            self._check_names()
+            problems = self._check_names()
+        if problems:
+            raise NameProblems(problems)
 
-    def _check_names(self) -> None:
+    def _check_names(self) -> list[NameProblem]:
+        """Every problem found (not only the first), each with its location."""
         from miaudit import attacks
         from miaudit.trust import require_code_trust
 
+        problems: list[NameProblem] = []
         model = self.target.model if self.target is not None else None
         if model and not _is_model_file(model):
             try:
                 require_code_trust("target.model", model)
             except MiauditError as exc:
-                raise NameProblem(("target", "model"), str(exc)) from None
+                problems.append(NameProblem(("target", "model"), str(exc)))
         for i, spec in enumerate(self.attacks):
             try:
                 if self.mode == "llm":  # language-model attacks have their own registry
@@ -385,18 +388,28 @@ class AuditConfig(_Section):
                 else:
                     attacks.create(spec.name, **spec.params)
             except MiauditError as exc:
-                raise NameProblem(("attacks", i), str(exc)) from None
+                problems.append(NameProblem(("attacks", i), str(exc)))
+        bad_registry_name = False
         for loc, kind, name, names in _registered_names(self):
             if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise NameProblem(
-                    loc,
-                    f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(names))}",
+                hint = did_you_mean(name, names)
+                problems.append(
+                    NameProblem(
+                        loc,
+                        f"unknown {kind} {name!r}.{hint} Valid {kind}s: "
+                        f"{', '.join(sorted(names))}",
+                    )
                 )
-        self._check_training_params()
-        self._check_executor_params()
-        self._check_target()
+                bad_registry_name = True
+        if bad_registry_name:  # the parameter checks below need valid recipe/executor names
+            return problems
+        for check in (self._check_training_params, self._check_executor_params,
+                      self._check_target):
+            try:
+                check()
+            except NameProblem as exc:
+                problems.append(exc)
+        return problems
 
     def _check_target(self) -> None:
         """HTTP target parameters against ``HttpTarget``'s signature; restriction keys."""
@@ -457,6 +470,62 @@ class NameProblem(MiauditError, ValueError):
     def __init__(self, loc: tuple[Any, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
+
+
+class NameProblems(NameProblem):
+    """Several :class:`NameProblem` found in one pass (``loc`` and message: the first's)."""
+
+    def __init__(self, problems: list[NameProblem]) -> None:
+        super().__init__(problems[0].loc, str(problems[0]))
+        self.problems = problems
+
+
+#: Largest edit distance, as a fraction of the name's length, that "did you mean" accepts.
+DID_YOU_MEAN_MAX_FRACTION = 0.4
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions, each cost 1)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _is_abbreviation(short: str, long: str) -> bool:
+    """``short`` is ``long`` with letters left out, same first letter (``n_refs``)."""
+    if not short or not long or short[0] != long[0] or len(short) >= len(long):
+        return False
+    it = iter(long)
+    return all(c in it for c in short)
+
+
+def did_you_mean(name: str, valid: Any) -> str:
+    """`` Did you mean 'x'?`` for the valid name closest to ``name``, or ``""``.
+
+    An abbreviation (``n_refs`` → ``n_references``) wins; otherwise the smallest edit distance
+    (:func:`_edit_distance`), if at most :data:`DID_YOU_MEAN_MAX_FRACTION` of the name's length
+    (at least 1).
+
+    >>> did_you_mean("n_refs", ["n_targets", "n_references", "seed"])
+    " Did you mean 'n_references'?"
+    >>> did_you_mean("lirra", ["lira", "loss"]), did_you_mean("zzz", ["lira"])
+    (" Did you mean 'lira'?", '')
+    """
+    options = sorted(str(v) for v in valid)
+    low = name.lower()
+    abbrev = [v for v in options if _is_abbreviation(low, v.lower())]
+    if abbrev:
+        return f" Did you mean {min(abbrev, key=len)!r}?"
+    scored = [(_edit_distance(low, v.lower()), v) for v in options]
+    if not scored:
+        return ""
+    dist, best = min(scored)
+    limit = max(1, int(DID_YOU_MEAN_MAX_FRACTION * len(name)))
+    return f" Did you mean {best!r}?" if dist <= limit else ""
 
 
 #: The attacks of ``mode: llm`` when the config names none: the one-pass attacks.
@@ -520,8 +589,7 @@ def _format_errors(exc: ValidationError, text: str | None, source: str) -> str:
         if err["type"] == "extra_forbidden":
             section = _section_for(loc[:-1])
             valid = sorted(section.model_fields) if section else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(loc[-1]), valid)
             msg = f"unknown key.{hint} Valid keys here: {', '.join(valid)}"
         line = _yaml_line(text, loc) if text is not None else None
         at = f"{source}, line {line}: " if line else f"{source}: "
@@ -578,10 +646,18 @@ def parse_config(
     try:
         cfg.check_names()
     except NameProblem as exc:
-        line = _yaml_line(text, exc.loc) if text is not None else None
-        at = f"{source}, line {line}" if line else source
-        where = ".".join(str(p) for p in exc.loc)
-        raise ConfigError(f"{at}: {where}: {exc}") from None
+        problems = exc.problems if isinstance(exc, NameProblems) else [exc]
+        lines = []
+        for problem in problems:
+            line = _yaml_line(text, problem.loc) if text is not None else None
+            at = f"{source}, line {line}" if line else source
+            where = ".".join(str(p) for p in problem.loc)
+            lines.append(f"{at}: {where}: {problem}")
+        if len(lines) == 1:
+            raise ConfigError(lines[0]) from None
+        raise ConfigError(
+            f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
+        ) from None
     return cfg
 
 
