@@ -112,5 +112,11 @@ def test_demo_small(tmp_path):
     assert tiers[16]["exposure_mean"] > tiers[1]["exposure_mean"]
     assert llm["shifted_split"]["distinguishable"]
     assert not llm["blind_baseline"]["distinguishable"]
+    # The shifted split's report withholds the verdict; the random split's gives one.
+    shifted = json.loads((tmp_path / "shifted" / "metrics.json").read_text())
+    assert shifted["headline"].startswith("No reliable verdict")
+    assert "blind_baseline" in [c["id"] for c in shifted["checks"]]
+    assert "No reliable verdict" in (tmp_path / "shifted" / "report.html").read_text()
+    assert not result.headline.startswith("No reliable verdict")
     assert result.metrics["loss"].auc > 0.6
     assert PYDOC_SOURCE in result.scores.index[0] or "#" in result.scores.index[0]

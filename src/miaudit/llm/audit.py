@@ -24,6 +24,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from miaudit.audit.result import AuditResult, build_result
+from miaudit.audit.sanity import Check
 from miaudit.exceptions import ValidationError
 from miaudit.llm.attacks import (
     DEFAULT_K,
@@ -282,6 +283,17 @@ def _finish(
         llm["blind_baseline"] = verdict.to_dict()
         if verdict.withhold or verdict.distinguishable:
             _LOG.warning("%s", verdict.message)
+            # Members and non-members told apart without the model: whatever the attacks find
+            # may be the split, not membership (Das, Zhang & Tramer 2024), so the headline
+            # says "no reliable verdict".
+            result.checks.insert(0, Check(
+                id="blind_baseline",
+                severity="fail",
+                reason=verdict.message,
+                fix="Draw members and non-members from the same distribution (same sources, "
+                "same dates; remove duplicates), then audit again; the blind baseline needs no "
+                "model, so a split it can tell apart says nothing about the model.",
+            ))
         timings["blind_baseline"] = time.perf_counter() - t3
     result.timings.update(timings)
     result.config = {**result.config, "mode": "llm", "llm": llm}
