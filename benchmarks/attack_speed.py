@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from miaudit.attacks.lira import lira_scores
 from miaudit.attacks.calibrated import attack_r_scores, calibrated_scores, sablayrolles_scores
+from miaudit.attacks.lira import lira_scores
 from miaudit.attacks.rmia import rmia_scores
 
 TIME_TARGET_S = 2.0
