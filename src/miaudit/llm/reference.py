@@ -53,8 +53,9 @@ Measured (CPU, one thread, AUC and TPR at 1 % FPR; every text IN for 4 of 8 refe
   TPR 0.13): references trained with the target's recipe give LiRA online 0.94 / 0.32,
   offline 0.94 / 0.37, Attack-R 0.93 / 0.48. References trained 4 epochs instead of 16 give
   offline 0.89 / 0.14 and Attack-R 0.89 / 0.14 (no better than LOSS at low FPR) and online
-  LiRA 0.17 / 0.01, worse than chance (the target's signals of members lie beyond both fitted
-  Gaussians, where the log-ratio rewards the wider Gaussian rather than the nearer one);
+  LiRA 0.17 / 0.01, worse than chance: every member's target signal lies far above both
+  fitted Gaussians (mean z ≈ 18 under IN, 17 under OUT), where the log-ratio favours the wider
+  Gaussian (σ_out = 0.071 > σ_in = 0.059), i.e. says OUT;
   1-epoch references: online 0.88 / 0.23, offline 0.89 / 0.17.
 
 So reference attacks beat plain LOSS **only when the references are good enough**: trained
