@@ -378,7 +378,9 @@ def audit_with_references(
             "name": name,
             "title": title if signal == DEFAULT_SIGNAL else f"{title.split(' on ')[0]} on {signal}",
             "paper": paper,
-            "formula": formula.replace("(1/N) sum_t log p_t", f"the {signal} score"),
+            "formula": formula
+            if signal == DEFAULT_SIGNAL
+            else formula.replace("(1/N) sum_t log p_t", f"the {signal} score"),
             "cost": f"{n_references} reference LM training runs + {n_references} scoring passes",
             "params": {"n_references": n_references, "signal": signal, "variance": variance},
         }
