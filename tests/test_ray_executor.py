@@ -116,9 +116,9 @@ def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     written: list[int] = []
     write = Run.write_model
 
-    def counting(self: Run, result: Any, keep_row: Any) -> None:
+    def counting(self: Run, result: Any, keep_row: Any, *args: Any, **kwargs: Any) -> None:
         written.append(result.model_id)
-        write(self, result, keep_row)
+        write(self, result, keep_row, *args, **kwargs)
 
     monkeypatch.setattr(Run, "write_model", counting)
     return written
