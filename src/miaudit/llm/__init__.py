@@ -5,6 +5,7 @@ Entry points
     :func:`audit_texts`      full audit: duplicates, attacks, blind baseline, saved report
     :func:`audit_canaries`   per-tier canary detection and exposure (fine-tuning audits)
     :func:`blind_baseline`   out-of-fold scores that never query the model
+    :func:`audit_with_references`  LiRA / Attack-R with reference LMs trained on random halves
     :func:`run_llm_demo`     (in :mod:`miaudit.llm.demo`) the offline demo
 
 Importing this package imports torch but not transformers; transformers is imported when a
@@ -32,6 +33,7 @@ from miaudit.llm.data import (
     load_wikimia,
     remove_duplicates,
 )
+from miaudit.llm.reference import audit_with_references, reference_attacks, reference_signals
 from miaudit.llm.target import LanguageModelTarget, TokenStats, load_language_model
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "TokenStats",
     "audit_canaries",
     "audit_texts",
+    "audit_with_references",
     "blind_baseline",
     "blind_verdict",
     "exposure",
@@ -59,6 +62,8 @@ __all__ = [
     "load_texts",
     "load_wikimia",
     "make_canaries",
+    "reference_attacks",
+    "reference_signals",
     "remove_duplicates",
     "score_texts",
 ]
