@@ -309,7 +309,7 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Audit an MLP on the bundled digits data (no download, about 10 s on 2 cores)."""
+    """Audit an MLP on the bundled digits data (no download, about 25 s on 2 cores)."""
     from miaudit.audit.pipeline import Audit
     from miaudit.demo import demo_config
 
