@@ -327,3 +327,21 @@ def test_extra_columns_are_kept_out_of_the_features(tmp_path):
     assert ds.meta["feature_names"] == ["a", "b"]
     assert ds.X.shape == (4, 2)
     np.testing.assert_array_equal(ds.meta["columns"]["is_member"], [1, 0, 0, 1])
+
+
+def test_a_saved_pandas_index_is_not_a_feature(tmp_path):
+    """df.to_csv() writes the index as 'Unnamed: 0'; on a class-sorted file it is the label."""
+    import pandas as pd
+
+    from miaudit.data import load_file
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                          "label": np.repeat([0, 1, 2], 20)})
+    path = tmp_path / "sorted.csv"
+    frame.to_csv(path)  # index written as the first, unnamed column
+    with pytest.warns(UserWarning, match=r"ignoring index-like column\(s\) \['Unnamed: 0'\]"):
+        ds = load_file(path, label_col="label")
+    assert ds.X.shape == (60, 2)
+    kept = load_file(path, label_col="label", feature_cols=["Unnamed: 0", "a"])
+    assert kept.X.shape == (60, 2)  # named explicitly: taken as given

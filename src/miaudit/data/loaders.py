@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import inspect
 import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,20 @@ def dataset_from_frame(
                 missing=missing,
             )
     if feature_cols is None:
-        feature_cols = [c for c in columns if c not in (label_col, id_col, *extra_cols)]
+        named = (label_col, id_col, *extra_cols)
+        feature_cols = [c for c in columns if c not in named]
+        # A saved pandas index ("Unnamed: 0") or a 0..n-1 row number is not a feature; on a
+        # class-sorted file it carries the label. Named feature_cols are taken as given.
+        from miaudit.scorefile import index_like_columns
+
+        index_cols = [c for c in index_like_columns(frame[feature_cols]) if c not in named]
+        if index_cols:
+            warnings.warn(
+                f"{name}: ignoring index-like column(s) {index_cols} (a saved row index, not a "
+                "feature); name them in feature_cols to keep them",
+                stacklevel=3,
+            )
+            feature_cols = [c for c in feature_cols if c not in index_cols]
     if not feature_cols:
         raise ValidationError(f"{name}: no feature columns besides the label and id columns")
     if len(frame) == 0:
