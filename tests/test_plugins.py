@@ -89,3 +89,13 @@ def test_registry_discovers_and_suggests():
     assert reg.get("ONE") == 1 and "one" in reg and reg.names() == ["one"]
     with pytest.raises(ValueError, match="already registered"):
         reg.add("one", 2)
+
+
+@pytest.mark.parametrize("group", ["console_scripts", "pytest11"])
+def test_entry_point_scan_finds_what_importlib_metadata_finds(group):
+    from importlib.metadata import entry_points
+
+    from miaudit.registry import scan_entry_points
+
+    want = sorted((e.name, e.value) for e in entry_points(group=group))
+    assert sorted((e.name, e.value) for e in scan_entry_points(group)) == want

@@ -43,11 +43,12 @@ EXIT_ERROR = 2
 
 
 def _hide_flag_types() -> None:
-    """Typer (0.29) prints ``<bool>`` beside every flag in ``--help``, as if it took a value;
-    a flag (``--quiet``) takes none, so its type column is left empty."""
+    """Typer 0.29 prints ``<bool>`` beside every flag in ``--help``, as if it took a value;
+    a flag (``--quiet``) takes none, so its type column is left empty (earlier typers have no
+    such column: nothing to do)."""
     core = typer.core.TyperOption
-    original = core.display_type_rich
-    if getattr(original, "_miaudit_flags", False):
+    original = getattr(core, "display_type_rich", None)
+    if original is None or getattr(original, "_miaudit_flags", False):
         return
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
