@@ -57,7 +57,7 @@ def _hide_flag_types() -> None:
         return original(self, ctx)
 
     display_type_rich._miaudit_flags = True  # type: ignore[attr-defined]
-    core.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    core.display_type_rich = display_type_rich  # type: ignore[attr-defined]
 
 
 _hide_flag_types()
