@@ -442,9 +442,9 @@ class Audit:
     ) -> tuple[dict[str, NDArray], dict[str, str]]:
         """Signals that ``needs_queries`` attacks compute by querying the target on every
         record, and the threat model each attack runs under (for the report)."""
-        from miaudit.targets import capabilities
+        from miaudit.targets import capabilities, describe_access
 
-        returns = _describe_returns(capabilities(target))
+        returns = describe_access(capabilities(target))
         signals: dict[str, NDArray] = {}
         access: dict[str, str] = {}
         for spec in self.config.attacks:
@@ -874,20 +874,6 @@ def _attack_meta(name: str, params: dict[str, Any], access: str | None) -> dict[
     if access is not None:
         meta["threat_model"] = access
     return meta
-
-
-#: How the report names what a target returns, strongest capability first.
-_RETURNS = (
-    ("logits", "full outputs (logits)"),
-    ("probs", "probabilities"),
-    ("top_k", "top-k scores"),
-    ("label", "label only"),
-)
-
-
-def _describe_returns(caps: frozenset[str]) -> str:
-    """E.g. ``"label only"`` for a target whose strongest output is its label."""
-    return next((text for cap, text in _RETURNS if cap in caps), ", ".join(sorted(caps)))
 
 
 def _http_target(cfg: Any, n_classes: int) -> Any:

@@ -81,6 +81,24 @@ DESCRIBE: dict[str, str] = {
     "gradients": "per-record gradients ('gradients')",
 }
 
+#: How a report names the access a target gives, strongest capability first.
+ACCESS: tuple[tuple[str, str], ...] = (
+    ("logits", "full outputs (logits)"),
+    ("probs", "probabilities"),
+    ("top_k", "top-k scores"),
+    ("label", "label only"),
+)
+
+
+def describe_access(caps: frozenset[str]) -> str:
+    """The threat model in words, named by the strongest capability: e.g. ``"label only"``.
+
+    >>> describe_access(frozenset({"label", "top_k"}))
+    'top-k scores'
+    """
+    return next((text for cap, text in ACCESS if cap in caps), ", ".join(sorted(caps)))
+
+
 #: Attacks that need only the predicted label, suggested when a target gives no more.
 LABEL_ONLY_ATTACKS = ("correctness", "label_only_augmentation", "label_only_boundary")
 
@@ -98,6 +116,7 @@ __all__ = [
     "TorchTarget",
     "capabilities",
     "check_capabilities",
+    "describe_access",
     "load_callable",
     "load_skops",
     "load_target",
