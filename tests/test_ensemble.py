@@ -483,3 +483,98 @@ def test_cnn_step_flop_and_group_size():
     assert cnn.step_flop((1, 8, 8), 10) == 6 * 128 * macs
     assert cnn.group_size((1, 8, 8), 10, 8) == 4  # ⌈1e9 / 2.67e8⌉
     assert cnn.group_size((3, 32, 32), 10, 8) == 1  # 4.7 GFLOP a step: one model per group
+
+
+# ------------------------------------------------------------------------ standardize
+def test_folded_standardisation_predicts_like_the_standardised_net():
+    """W' = diag(c) W, b' = b - (s ⊙ c) W: raw inputs through the folded layer give the logits
+    that standardised inputs give through the original one."""
+    gens = model_generators(0, [0, 1, 2], 0)
+    net = StackedMLP(5, [7], 3, "tanh", gens)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(50.0, 20.0, (11, 5)).astype(np.float32))
+    shift = torch.from_numpy(rng.normal(50.0, 5.0, (3, 5)).astype(np.float32))
+    scale = torch.from_numpy(rng.uniform(0.01, 0.1, (3, 5)).astype(np.float32))
+    expected = torch.stack(
+        [net.predict((x - shift[k]) * scale[k])[k] for k in range(3)]
+    )
+    net.fold_input_affine(shift, scale)
+    assert torch.allclose(net.predict(x), expected, atol=1e-4)
+
+
+def test_input_scaling_uses_each_models_own_training_records():
+    rng = np.random.default_rng(1)
+    X = rng.normal([1000.0, 0.1, 5.0], [300.0, 0.02, 0.0], (200, 3)).astype(np.float32)
+    keep = rng.random((2, 200)) < 0.5
+    scaling = ensemble.InputScaling.fit(torch.from_numpy(X), keep)
+    for k in range(2):
+        rows = X[keep[k]].astype(np.float64)
+        np.testing.assert_allclose(scaling.shift[k].numpy(), rows.mean(0), rtol=1e-5)
+        std = rows.std(0)
+        np.testing.assert_allclose(scaling.scale[k, :2].numpy(), 1.0 / std[:2], rtol=1e-4)
+        assert scaling.scale[k, 2] == 1.0  # a constant feature is shifted, not divided by 0
+    assert not torch.equal(scaling.shift[0], scaling.shift[1])
+
+
+@pytest.mark.parametrize(
+    ("choice", "values", "expected"),
+    [("auto", "unit", False), ("auto", "raw", True), (True, "unit", True), (False, "raw", False)],
+)
+def test_standardize_auto_is_on_unless_features_are_unit_scaled(choice, values, expected):
+    X = torch.rand(20, 4) if values == "unit" else torch.rand(20, 4) * 100 - 3
+    recipe = make_recipe("torch-mlp", standardize=choice)
+    assert recipe.standardizes(X) is expected
+
+
+def test_standardize_is_validated_and_part_of_the_config_hash():
+    with pytest.raises(Exception, match="standardize"):
+        make_recipe("torch-mlp", standardize="yes")
+    a = make_recipe("torch-mlp").describe()
+    b = make_recipe("torch-mlp", standardize=False).describe()
+    assert a != b
+
+
+def test_dp_training_standardises_and_clips_the_standardised_rows():
+    """DP-SGD on raw large-scale features learns once standardised (clipping with the raw
+    rows' norms, ~1e3, would scale every gradient to almost nothing)."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    keep = keep_matrix(2, len(X), seed=0)
+    accs = {}
+    for choice in (True, False):
+        recipe = make_recipe(
+            "torch-mlp", standardize=choice, epochs=5, hidden_sizes=(16,),
+            dp={"noise_multiplier": 0.5, "max_grad_norm": 1.0},
+        )
+        res = recipe.train_chunk(X, y, 2, keep, [0, 1], ["identity"])
+        accs[choice] = min(r.test_acc for r in res)
+    assert accs[True] > 0.85, accs
+
+
+def test_training_bar_moves_per_epoch_while_a_group_trains(digits):
+    """The bar counts model-epochs as the loop finishes them (not only when models return);
+    a model's result then adds only the epochs not yet counted."""
+    from miaudit._progress import TrainingProgress
+
+    X, y = digits
+    keep = keep_matrix(2, len(X), seed=0)
+    recipe = make_recipe("torch-mlp", hidden_sizes=(8,), epochs=3)
+    seen = []
+    with TrainingProgress(2, recipe.progress_epochs(), "training", quiet=True) as bar:
+        original = bar._on_epoch
+
+        def spy(ids):
+            original(ids)
+            seen.append(bar.completed)
+
+        bar._on_epoch = spy  # type: ignore[method-assign]
+        from miaudit import _progress
+
+        _progress._EPOCH_SINK = spy
+        recipe.train_models(X, y, 10, keep, [0, 1])
+        assert seen == [2, 4, 6]
+        bar.model_done(0)
+        bar.model_done(1)
+    assert bar.completed == 6 == bar.total

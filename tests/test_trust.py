@@ -202,3 +202,64 @@ def test_compare_writes_both_rocs_and_a_test(demo_runs, tmp_path):
     page = (out / "compare.html").read_text()
     assert "data-run='default'" in page and "data-run='weight_decay'" in page
     assert (out / "compare_roc.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------ standardize
+def test_breast_cancer_csv_with_raw_features_trains_above_the_majority_rate(tmp_path):
+    """scikit-learn's breast_cancer written as a CSV with raw features (areas in the thousands
+    beside ratios below 1), the default torch-mlp recipe: the models learn (``standardize`` is
+    on by default for features outside [0, 1]); with it off they stay at the majority rate and
+    the audit withholds its verdict."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.rename(columns={"target": "label"})
+    csv = tmp_path / "breast_cancer.csv"
+    frame.to_csv(csv, index=False)
+    majority = max(np.mean(frame["label"]), 1 - np.mean(frame["label"]))
+    models = {}
+    for standardize in ("auto", False):
+        out = tmp_path / f"run-{standardize}"
+        cfg = {
+            "mode": "algorithm",
+            "seed": 0,
+            "output": str(out),
+            "data": {
+                "path": str(csv),
+                "params": {"label_col": "label"},
+                "population": 0.1,
+            },
+            "training": {"recipe": "torch-mlp", "params": {"standardize": standardize}},
+            "n_references": 4,
+            "attacks": ["loss"],
+        }
+        path = tmp_path / f"{standardize}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        result = runner.invoke(app, ["run", str(path), "--quiet"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        models[standardize] = metrics
+    metrics = models["auto"]
+    accuracy = metrics["models"]["mean_train_accuracy"]
+    assert accuracy > majority + 0.05, (accuracy, majority)
+    assert metrics["models"]["mean_test_accuracy"] > majority + 0.05
+    assert "models_did_not_learn" not in [c["id"] for c in metrics["checks"]]
+    raw = models[False]
+    assert "models_did_not_learn" in [c["id"] for c in raw["checks"]]
+
+
+def test_unknown_key_and_unknown_attack_are_reported_in_one_run(tmp_path):
+    """A misspelt key (pydantic) and a misspelt attack (registry) come in the same message,
+    each with its line and the closest valid name."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "mode: algorithm\nn_refs: 4\ndata: {name: digits}\nattacks: [loss, lirra]\n"
+        "training: {recipe: torch-mpl}\n"
+    )
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2
+    out = result.output
+    assert "3 problems" in out, out
+    assert "line 2: n_refs: unknown key. Did you mean 'n_references'?" in out
+    assert "line 4: attacks.1: unknown attack 'lirra'. Did you mean 'lira'?" in out
+    assert "training.recipe: unknown training recipe 'torch-mpl'. Did you mean 'torch-mlp'?" in out

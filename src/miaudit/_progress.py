@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
 
 from miaudit.exceptions import ValidationError
 
@@ -27,7 +29,10 @@ _LOG = logging.getLogger("miaudit")
 #: Set (non-empty) by CI services (GitHub Actions, GitLab, ...): no bars there.
 CI_ENV_VAR = "CI"
 
-__all__ = ["progress", "progress_enabled"]
+__all__ = ["TrainingProgress", "progress", "progress_enabled", "report_epoch"]
+
+#: Where :func:`report_epoch` sends its reports in this process (None: nowhere).
+_EPOCH_SINK: Callable[[Sequence[int]], None] | None = None
 
 
 def progress_enabled(quiet: bool | None = None) -> bool:
@@ -82,3 +87,97 @@ def progress(
             count += 1
             yield item
     _LOG.info("%s: %d steps in %.1f s", description, count, time.perf_counter() - start)
+
+
+def report_epoch(model_ids: Sequence[int]) -> None:
+    """Tell the training bar of this process, if any, that models ``model_ids`` finished one
+    more epoch (called by the torch recipes' training loops; a no-op elsewhere, e.g. in a
+    worker process, where the bar moves when each model's result arrives)."""
+    sink = _EPOCH_SINK
+    if sink is not None:
+        sink(model_ids)
+
+
+@contextmanager
+def _epoch_sink(sink: Callable[[Sequence[int]], None]) -> Iterator[None]:
+    global _EPOCH_SINK
+    previous, _EPOCH_SINK = _EPOCH_SINK, sink
+    try:
+        yield
+    finally:
+        _EPOCH_SINK = previous
+
+
+class TrainingProgress:
+    """A bar over ``n_models × epochs`` units of training, with the time remaining.
+
+    It moves by one unit each time a model in this process finishes an epoch
+    (:func:`report_epoch`, from any thread) and, when a model's result arrives
+    (:meth:`model_done`), by whatever of that model's epochs were not reported (all of them when
+    it trained in another process or has no epochs). Use it as a context manager; the epoch
+    reports reach it only inside the ``with`` block.
+
+    >>> with TrainingProgress(2, 3, "training", quiet=True) as bar:
+    ...     report_epoch([0, 1])
+    ...     bar.model_done(0); bar.model_done(1)
+    >>> bar.completed
+    6
+    """
+
+    def __init__(self, n_models: int, epochs: int, description: str, *, quiet: bool | None):
+        self.epochs = max(1, int(epochs))
+        self.total = int(n_models) * self.epochs
+        self.description = description
+        self.quiet = quiet
+        self.completed = 0
+        self._reported: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._bar: Any = None
+        self._task: Any = None
+        self._start = 0.0
+
+    def __enter__(self) -> TrainingProgress:
+        self._start = time.perf_counter()
+        if progress_enabled(self.quiet):
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = self._stack.enter_context(Progress(console=Console(stderr=True)))
+            self._task = self._bar.add_task(self.description, total=self.total)
+        self._stack.enter_context(_epoch_sink(self._on_epoch))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        _LOG.info(
+            "%s: %d of %d model-epochs in %.1f s",
+            self.description,
+            self.completed,
+            self.total,
+            time.perf_counter() - self._start,
+        )
+
+    def _advance(self, units: int) -> None:
+        if units <= 0:
+            return
+        self.completed += units
+        if self._bar is not None:
+            self._bar.advance(self._task, units)
+
+    def _on_epoch(self, model_ids: Sequence[int]) -> None:
+        with self._lock:
+            units = 0
+            for i in model_ids:
+                done = self._reported.get(int(i), 0)
+                if done < self.epochs:
+                    self._reported[int(i)] = done + 1
+                    units += 1
+            self._advance(units)
+
+    def model_done(self, model_id: int) -> None:
+        """Model ``model_id``'s result arrived: count its epochs not yet reported."""
+        with self._lock:
+            done = self._reported.get(int(model_id), 0)
+            self._reported[int(model_id)] = self.epochs
+            self._advance(self.epochs - done)

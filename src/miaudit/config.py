@@ -24,7 +24,9 @@ Example (``miaudit run audit.yaml``)::
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -580,7 +582,9 @@ def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _format_errors(exc: ValidationError, text: str | None, source: str) -> str:
+def _format_errors(exc: ValidationError, text: str | None, source: str) -> list[str]:
+    """One line per pydantic error: where (YAML line, dotted key) and what, with a "did you
+    mean" over the valid keys of that section for an unknown key."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -594,7 +598,65 @@ def _format_errors(exc: ValidationError, text: str | None, source: str) -> str:
         line = _yaml_line(text, loc) if text is not None else None
         at = f"{source}, line {line}: " if line else f"{source}: "
         lines.append(f"{at}{where}: {msg}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return lines
+
+
+def _format_name_problems(
+    problems: Sequence[NameProblem], text: str | None, source: str
+) -> list[str]:
+    lines = []
+    for problem in problems:
+        line = _yaml_line(text, problem.loc) if text is not None else None
+        at = f"{source}, line {line}" if line else source
+        where = ".".join(str(p) for p in problem.loc)
+        lines.append(f"{at}: {where}: {problem}")
+    return lines
+
+
+#: Rounds of :func:`_names_despite_errors`: each drops the keys pydantic rejected and retries.
+PRUNE_ROUNDS = 3
+
+
+def _prune(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Delete the key at ``loc`` from the nested mapping ``data`` (a list element's whole list,
+    so that indices stay true); False when there is nothing there to delete."""
+    cut = next((i for i, key in enumerate(loc) if isinstance(key, int)), len(loc))
+    loc = loc[:cut]
+    if not loc:
+        return False
+    node = data
+    for key in loc[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    if not isinstance(node, dict) or loc[-1] not in node:
+        return False
+    del node[loc[-1]]
+    return True
+
+
+def _names_despite_errors(data: dict[str, Any], exc: ValidationError) -> list[NameProblem]:
+    """The name problems (:meth:`AuditConfig.check_names`) of the config as it would be
+    without the keys pydantic rejected, so that one run reports both kinds: an unknown key
+    *and* a misspelt attack. Best effort: nothing when the rest cannot be validated either."""
+    pruned = copy.deepcopy(data)
+    errors = exc.errors()
+    for _ in range(PRUNE_ROUNDS):
+        if not all([_prune(pruned, tuple(err["loc"])) for err in errors]):
+            return []
+        try:
+            cfg = AuditConfig.model_validate(pruned)
+        except ValidationError as again:
+            errors = again.errors()
+            continue
+        try:
+            cfg.check_names()
+        except NameProblems as names:
+            return list(names.problems)
+        except NameProblem as name:
+            return [name]
+        return []
+    return []
 
 
 def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -642,23 +704,25 @@ def parse_config(
     try:
         cfg = AuditConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, text, source)) from None
+        lines = _format_errors(exc, text, source)
+        lines += _format_name_problems(_names_despite_errors(data, exc), text, source)
+        raise ConfigError(_problems_message(lines, one_line=False)) from None
     try:
         cfg.check_names()
     except NameProblem as exc:
         problems = exc.problems if isinstance(exc, NameProblems) else [exc]
-        lines = []
-        for problem in problems:
-            line = _yaml_line(text, problem.loc) if text is not None else None
-            at = f"{source}, line {line}" if line else source
-            where = ".".join(str(p) for p in problem.loc)
-            lines.append(f"{at}: {where}: {problem}")
-        if len(lines) == 1:
-            raise ConfigError(lines[0]) from None
-        raise ConfigError(
-            f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
-        ) from None
+        lines = _format_name_problems(problems, text, source)
+        raise ConfigError(_problems_message(lines, one_line=True)) from None
     return cfg
+
+
+def _problems_message(lines: list[str], *, one_line: bool) -> str:
+    """``lines`` as one message: a lone name problem as it is, otherwise a counted list."""
+    if one_line and len(lines) == 1:
+        return lines[0]
+    if len(lines) == 1:
+        return "invalid config:\n  " + lines[0]
+    return f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
 
 
 def load_config(path: str | Path, *, trust_code: bool = False) -> AuditConfig:

@@ -18,7 +18,7 @@ What a call does:
 3. lists the finished models whose files pass their checksums; the others are *missing*;
 4. splits the missing models into chunks (the vectorised torch recipes put as many models in a
    chunk as the memory budget allows), hands the chunks to the executor and writes each model to
-   the store as soon as its chunk returns, with a progress bar over models.
+   the store as soon as its chunk returns, with a progress bar over model-epochs (ETA).
 
 Interrupting a run (Ctrl-C, a crash, an exception in a task) loses at most the chunks in flight;
 calling again with the same arguments trains only what is missing.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from miaudit._progress import progress
+from miaudit._progress import TrainingProgress
 from miaudit._validation import check_array, check_labels
 from miaudit.audit.executors import Executor, make_executor
 from miaudit.audit.lock import folder_lock
@@ -347,8 +347,13 @@ def train_and_query(
             tasks = _chunks(missing, keep_arr, recipe_obj, ex, sizes, memory_budget)
             fn = TrainChunk(recipe_obj, dataset.X, dataset.y, int(dataset.n_classes), query_names)
             stream = _ModelStream(ex.map(fn, tasks), len(missing), ex)
-            for result, execution in progress(
-                stream, f"training {recipe_obj.name} models", quiet=quiet
-            ):
-                run.write_model(result, keep_arr[result.model_id], execution)
+            with TrainingProgress(
+                len(missing),
+                recipe_obj.progress_epochs(),
+                f"training {len(missing)} {recipe_obj.name} models",
+                quiet=quiet,
+            ) as bar:
+                for result, execution in stream:
+                    run.write_model(result, keep_arr[result.model_id], execution)
+                    bar.model_done(result.model_id)
     return RunResult(run=run, keep=keep_arr, record_ids=dataset.record_ids, trained=tuple(missing))

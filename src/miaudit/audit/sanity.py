@@ -153,8 +153,9 @@ def check_models(
                 f"the majority-class rate {majority_rate:.3f} (always answering the most "
                 "frequent class). A model that learned nothing leaks nothing, so this audit "
                 "says nothing about a model that did.",
-                "Make the models learn first: standardise the features, raise the learning rate "
-                "or the epochs (training.params: {lr: ..., epochs: ...}), check the labels.",
+                "Make the models learn first: standardise the features (torch-mlp: "
+                "training.params: {standardize: true}), raise the learning rate or the epochs "
+                "(training.params: {lr: ..., epochs: ...}), check the labels.",
             )
         )
     if train.size and test.size and train.mean() - test.mean() < GAP_TOLERANCE:

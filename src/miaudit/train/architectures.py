@@ -381,6 +381,25 @@ class StackedMLP(StackedNet):
     def storage(self) -> list[torch.Tensor]:
         return list(self._stored)
 
+    @torch.no_grad()
+    def fold_input_affine(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        r"""Make each model take raw features where it was trained on ``(x - shift_k)·scale_k``.
+
+        The first layer computes :math:`((x - s_k) \odot c_k) W_k + b_k = x\,W_k' + b_k'` with
+        :math:`W_k' = \operatorname{diag}(c_k) W_k` and :math:`b_k' = b_k - (s_k \odot c_k) W_k`,
+        so the change of the stored weights leaves every prediction as it was (up to float
+        rounding).
+
+        Parameters
+        ----------
+        shift, scale : tensors of shape (K, d)
+        """
+        d = self.sizes[0]
+        weight, bias = self.first[:, :d], self.first[:, d]
+        shift, scale = shift.to(weight), scale.to(weight)
+        bias.sub_(torch.bmm((shift * scale).unsqueeze(1), weight).squeeze(1))
+        weight.mul_(scale.unsqueeze(2))
+
     def batch_source(self, X: torch.Tensor) -> torch.Tensor:
         """``[X_flat, 1]``: the flattened records with a column of ones, ``(n, d + 1)``."""
         flat = X.reshape(X.shape[0], -1)

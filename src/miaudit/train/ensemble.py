@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from miaudit._progress import report_epoch
 from miaudit._threads import torch_threads
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
@@ -94,6 +95,9 @@ GROUP_STEP_FLOP = 1e9
 UINT8_MAX = 255
 #: Rows per block of :func:`compact_rows`'s lossless check.
 COMPACT_CHECK_ROWS = 4096
+#: ``standardize``: a feature whose standard deviation over a model's training records is at
+#: most this is treated as constant (divided by 1, not by ~0).
+STANDARDIZE_MIN_STD = 1e-12
 #: Random streams of a model (see the module docstring); DP-SGD's Gaussian noise has its own.
 INIT_STREAM, ORDER_STREAM, NOISE_STREAM, DP_NOISE_STREAM = 0, 1, 2, 3
 #: DP-SGD: the padded batch of a step has room for the largest Poisson batch of its models,
@@ -111,6 +115,7 @@ __all__ = [
     "OPTIMIZERS",
     "ORDER_STREAM",
     "DPSchedule",
+    "InputScaling",
     "StackedAdam",
     "StackedOptimizer",
     "StackedSGD",
@@ -125,6 +130,7 @@ __all__ = [
     "query_ensemble",
     "train_ensemble",
     "train_ensemble_dp",
+    "unit_scaled",
 ]
 
 
@@ -356,6 +362,57 @@ def compact_rows(rows: torch.Tensor) -> torch.Tensor:
     return narrow
 
 
+def unit_scaled(X: torch.Tensor) -> bool:
+    """Whether every value of ``X`` lies in [0, 1] (pixels over their maximum, binary and
+    one-hot indicators: the scale the recipes' defaults are tuned for)."""
+    return X.numel() == 0 or (float(X.min()) >= 0.0 and float(X.max()) <= 1.0)
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """Per-model feature standardisation of a group of ``K`` models (``standardize``).
+
+    Model ``k`` trains on ``(x - shift[k]) · scale[k]``, with ``shift[k]`` the mean and
+    ``1 / scale[k]`` the ``ddof=0`` standard deviation of each feature over the model's own
+    training records (1 for a feature constant there).
+
+    Attributes
+    ----------
+    shift, scale : tensors of shape (K, d), float32
+    """
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def fit(cls, X: torch.Tensor, keep: NDArray[np.bool_]) -> InputScaling:
+        """Statistics of the flattened records ``X`` ``(n, ...)`` over each row of ``keep``
+        ``(K, n)``, accumulated in float64 blocks of rows around the overall mean (so that the
+        per-model variances do not cancel catastrophically)."""
+        flat = X.reshape(X.shape[0], -1)
+        center = flat.to(torch.float64).mean(dim=0)
+        weights = torch.from_numpy(keep.astype(np.float64)).to(flat.device)
+        first = torch.zeros(keep.shape[0], flat.shape[1], dtype=torch.float64, device=flat.device)
+        second = torch.zeros_like(first)
+        for start in range(0, flat.shape[0], COMPACT_CHECK_ROWS):
+            block = flat[start : start + COMPACT_CHECK_ROWS].to(torch.float64) - center
+            w = weights[:, start : start + COMPACT_CHECK_ROWS]
+            first += w @ block
+            second += w @ block.square()
+        counts = weights.sum(dim=1, keepdim=True)
+        mean = first / counts
+        std = (second / counts - mean.square()).clamp_min(0.0).sqrt()
+        scale = torch.where(std > STANDARDIZE_MIN_STD, 1.0 / std, torch.ones_like(std))
+        return cls((mean + center).to(torch.float32), scale.to(torch.float32))
+
+    def apply_(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standardise the first ``d`` columns of the batch ``rows`` ``(K, B, ≥ d)`` in place
+        (the MLP's rows end with a column of ones, which is left as it is)."""
+        d = self.shift.shape[1]
+        rows[..., :d].sub_(self.shift.unsqueeze(1)).mul_(self.scale.unsqueeze(1))
+        return rows
+
+
 class _Batches:
     """Each step's ``K·B`` training rows gathered into one preallocated ``(K, B, ·)`` buffer."""
 
@@ -410,6 +467,8 @@ def train_ensemble(
     order_generators: Sequence[torch.Generator],
     noise_generators: Sequence[torch.Generator],
     source: torch.Tensor | None = None,
+    scaling: InputScaling | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> NDArray[np.float64]:
     """Train the ``K`` models of ``net`` in place, model ``k`` on records ``keep[k]``.
 
@@ -428,6 +487,11 @@ def train_ensemble(
     source : tensor, optional
         ``net.batch_source(compact_rows(X))``, when the caller has it already (several groups
         of models trained on the same records).
+    scaling : InputScaling, optional
+        Standardise each model's batch with its own statistics.
+    on_epoch : callable, optional
+        Called after every ``max_k ⌈n_k / B⌉`` steps (an epoch of the largest model), for
+        progress bars.
 
     Returns
     -------
@@ -460,6 +524,8 @@ def train_ensemble(
         j = t % block
         idx = order[:, j * batch : (j + 1) * batch].reshape(-1).to(device, non_blocking=True)
         rows = batches.take(idx)
+        if scaling is not None:
+            scaling.apply_(rows)
         masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout, device)
         need_loss = t >= first_loss_step
         loss = net.loss_and_grad(
@@ -474,6 +540,8 @@ def train_ensemble(
         if need_loss:
             assert loss is not None
             last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)
+        if on_epoch is not None and (t + 1) % block == 0:
+            on_epoch()
     return (last_loss.cpu() / torch.tensor(per_epoch)).numpy().astype(np.float64)
 
 
@@ -588,6 +656,8 @@ def train_ensemble_dp(
     cfg: TorchTrainConfig,
     model_ids: Sequence[int],
     source: torch.Tensor | None = None,
+    scaling: InputScaling | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> tuple[NDArray[np.float64], list[DPSchedule]]:
     r"""Train the ``K`` MLPs of ``net`` with DP-SGD, model ``k`` on records ``keep[k]``.
 
@@ -602,7 +672,8 @@ def train_ensemble_dp(
     Adam and weight decay are post-processing of the noisy gradient). Dropout masks come from
     the model's :data:`NOISE_STREAM`, one row per sampled record. Nothing a model draws depends
     on the other models of its group. Models run ``T_k = epochs·⌈n_k/B⌉`` steps with the
-    learning-rate schedule of :func:`learning_rates`.
+    learning-rate schedule of :func:`learning_rates`. With ``scaling`` each model's rows are
+    standardised first, and the clipping uses the norms of the standardised rows.
 
     Returns
     -------
@@ -639,7 +710,7 @@ def train_ensemble_dp(
     optimizer = OPTIMIZERS.get(cfg.optimizer)(net.storage(), cfg)
     if source is None:
         source = net.batch_source(compact_rows(X))
-    row_sq = _sq_row_norms(source)
+    row_sq = _sq_row_norms(source) if scaling is None else None
     storage = net.storage()
     n_params = sum(t[0].numel() for t in storage)
     noise = torch.empty(k, n_params)
@@ -670,6 +741,11 @@ def train_ensemble_dp(
                     widened = torch.empty(gathered.shape, device=device)
                 rows = widened[: k * width].copy_(rows)
             rows = rows.view(k, width, -1)
+            if scaling is None:
+                assert row_sq is not None
+                sq_norms = row_sq[idx_t].view(k, width)
+            else:
+                sq_norms = torch.linalg.vector_norm(scaling.apply_(rows), dim=2).square_()
             masks = None
             if cfg.dropout:
                 masks = []
@@ -684,7 +760,7 @@ def train_ensemble_dp(
                 y[idx_t].view(k, width),
                 weight.to(device),
                 max_grad_norm=dp.max_grad_norm,
-                input_sq_norms=row_sq[idx_t].view(k, width),
+                input_sq_norms=sq_norms,
                 label_smoothing=cfg.label_smoothing,
                 dropout_masks=masks,
                 grad_decay=optimizer.grad_decay(),
@@ -696,6 +772,8 @@ def train_ensemble_dp(
                 assert loss is not None
                 counting = (t >= last_epoch_start) & (t < total)
                 last_loss += np.where(counting, loss.cpu().numpy(), 0.0)
+            if on_epoch is not None and (t + 1) % max(per_epoch) == 0:
+                on_epoch()
     finally:
         if pool is not None:
             pool.shutdown()
@@ -949,29 +1027,39 @@ class TorchRecipe(Recipe):
             # Compacted first: the rows are then built in bytes, never as a float copy.
             source = probe.batch_source(compact_rows(Xt))
 
+        standardize = self.standardizes(torch.as_tensor(X))  # decided on the host copy
+
         def train_group(span: slice) -> TrainedGroup:
             ids = [int(i) for i in model_ids[span]]
             began = time.perf_counter()
             net = self.build(input_shape, n_classes, ids).to(device)
+            scaling = InputScaling.fit(Xt, keep[span]) if standardize else None
+            on_epoch = functools.partial(report_epoch, ids)
+            privacy = None
             if self.config.dp is not None:
                 assert isinstance(net, StackedMLP)
                 losses, schedules = train_ensemble_dp(
-                    net, Xt, yt, keep[span], self.config, ids, source
+                    net, Xt, yt, keep[span], self.config, ids, source, scaling, on_epoch
                 )
                 privacy = [sch.info(self.config) for sch in schedules]
-                seconds = time.perf_counter() - began
-                return TrainedGroup(span, ids, net, losses, seconds, privacy)
-            losses = train_ensemble(
-                net,
-                Xt,
-                yt,
-                keep[span],
-                self.config,
-                model_generators(seed, ids, ORDER_STREAM),
-                model_generators(seed, ids, NOISE_STREAM),
-                source,
-            )
-            return TrainedGroup(span, ids, net, losses, time.perf_counter() - began)
+            else:
+                losses = train_ensemble(
+                    net,
+                    Xt,
+                    yt,
+                    keep[span],
+                    self.config,
+                    model_generators(seed, ids, ORDER_STREAM),
+                    model_generators(seed, ids, NOISE_STREAM),
+                    source,
+                    scaling,
+                    on_epoch,
+                )
+            if scaling is not None:
+                assert isinstance(net, StackedMLP)
+                net.fold_input_affine(scaling.shift, scaling.scale)
+            seconds = time.perf_counter() - began
+            return TrainedGroup(span, ids, net, losses, seconds, privacy)
 
         threads = torch.get_num_threads()
         side_by_side = (
@@ -988,6 +1076,15 @@ class TorchRecipe(Recipe):
             max_workers=threads, initializer=torch.set_num_threads, initargs=(1,)
         ) as pool:
             return list(pool.map(train_group, spans))
+
+    def progress_epochs(self) -> int:
+        """``epochs``: the training loops report each one (:func:`report_epoch`)."""
+        return self.config.epochs
+
+    def standardizes(self, X: torch.Tensor) -> bool:
+        """Whether the models train on standardised features (:class:`InputScaling`):
+        never, unless the recipe offers it (``torch-mlp``'s ``standardize``)."""
+        return False
 
     def _query_group(
         self,
@@ -1039,6 +1136,7 @@ class TorchMLPRecipe(TorchRecipe):
 
     name = "torch-mlp"
     config_class = TorchMLPConfig
+    config: TorchMLPConfig
 
     def _build(
         self, input_shape: tuple[int, ...], n_classes: int, generators: list[torch.Generator]
@@ -1046,6 +1144,12 @@ class TorchMLPRecipe(TorchRecipe):
         cfg = self.config
         d = int(np.prod(input_shape))
         return StackedMLP(d, cfg.hidden_sizes, n_classes, cfg.activation, generators)
+
+    def standardizes(self, X: torch.Tensor) -> bool:
+        """``standardize`` resolved on the records ``X``: ``"auto"`` is on unless every value
+        lies in [0, 1] (:func:`unit_scaled`)."""
+        choice = self.config.standardize
+        return (not unit_scaled(X)) if choice == "auto" else bool(choice)
 
 
 @RECIPES.register("torch-cnn")

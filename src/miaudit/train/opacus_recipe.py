@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from miaudit._progress import report_epoch
 from miaudit.exceptions import ValidationError
 from miaudit.targets import load_callable
 from miaudit.train.recipes import (
@@ -261,6 +262,7 @@ def train_opacus(
                 if last and len(yb):
                     loss_sum += float(loss.detach())
                     loss_batches += 1
+            report_epoch([model_id])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         eps = float(engine.get_epsilon(dp.delta)) if dp_optimizer.noise_multiplier else np.inf
@@ -303,6 +305,10 @@ class OpacusRecipe(Recipe):
         self, input_shape: tuple[int, ...], n_classes: int, n_records: int, n_queries: int
     ) -> int:
         return MODEL_OVERHEAD_BYTES + 4 * n_records * n_queries * n_classes
+
+    def progress_epochs(self) -> int:
+        """``epochs``: :func:`train_opacus` reports each one."""
+        return self.config.epochs
 
     def models_per_chunk(self) -> int:
         return 1

@@ -349,7 +349,29 @@ def _check_device(cfg: Any, field_name: str) -> None:
 
 @dataclass(frozen=True)
 class TorchMLPConfig(TorchTrainConfig):
-    """``torch-mlp``: an MLP on flattened features (see :class:`TorchTrainConfig`)."""
+    """``torch-mlp``: an MLP on flattened features (see :class:`TorchTrainConfig`).
+
+    Attributes
+    ----------
+    standardize : bool or "auto"
+        Standardise each feature per model: ``x' = (x - μ_k) / σ_k`` with the mean and the
+        (``ddof=0``) standard deviation over model ``k``'s *own* training records (a constant
+        feature keeps ``σ_k = 1``), so that nothing about its OUT records leaks into the model.
+        After training the map is folded into the first layer (``W' = diag(1/σ_k) W``,
+        ``b' = b - (μ_k/σ_k) W``): the stored model takes raw features, like any other.
+        ``"auto"`` (default): on unless every feature value lies in [0, 1] (pixels over their
+        maximum, binary and one-hot indicators: the scale the defaults are tuned for). Raw
+        features of very different scales (e.g. scikit-learn's breast_cancer, areas in the
+        thousands beside ratios below 1) otherwise leave the default MLP below the
+        majority-class rate.
+    """
+
+    standardize: bool | Literal["auto"] = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.standardize, bool) or self.standardize == "auto"):
+            _fail(self, "standardize", f"expected true, false or 'auto', got {self.standardize!r}")
 
 
 @dataclass(frozen=True)
@@ -470,6 +492,12 @@ class Recipe(ABC):
         """An upper bound on the models of a memory-sized chunk (None: none). Smaller chunks
         are written to the store, and counted by the progress bar, sooner."""
         return None
+
+    def progress_epochs(self) -> int:
+        """Epochs per model that the training bar counts (1: the bar moves per model). Recipes
+        that report each finished epoch (:func:`miaudit._progress.report_epoch`) return their
+        epoch count, so the bar moves while a group of models trains."""
+        return 1
 
     @abstractmethod
     def bytes_per_model(
