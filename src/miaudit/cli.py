@@ -489,6 +489,97 @@ def audit_dp(
         write_json({"method": method, "sentence": sentence, **asdict(found)}, out)
 
 
+def _key_values(pairs: list[str], option: str) -> dict[str, Any]:
+    """``["k=v", ...]`` as a dict, each value read as a YAML scalar (``1e-3``, ``true``)."""
+    import yaml
+
+    from miaudit.exceptions import ValidationError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"{option}: expected KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command("unlearning")
+@cli_errors
+def unlearning(
+    data: Annotated[
+        str,
+        typer.Option(help="A built-in dataset name, or a data file (CSV/TSV/Parquet/NPZ)."),
+    ] = "digits",
+    label_col: Annotated[
+        str | None, typer.Option(help="Label column of a data file.")
+    ] = None,
+    estimator: Annotated[
+        str,
+        typer.Option(help="scikit-learn classifier: a short name (SGDClassifier) or import path."),
+    ] = "SGDClassifier",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Estimator parameter KEY=VALUE (repeatable)."),
+    ] = None,
+    unlearner: Annotated[
+        str,
+        typer.Option(
+            help="retrain (exact), finetune (on the retained records), none (worst case), or "
+            "package.module:make for your own (with --trust-code)."
+        ),
+    ] = "finetune",
+    models: Annotated[int, typer.Option(help="Training runs of each kind.", min=5)] = 32,
+    targets: Annotated[int, typer.Option(help="U-LiRA runs that are classified.", min=2)] = 8,
+    forget: Annotated[int, typer.Option(help="Records in the forget set.", min=2)] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the models.")] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (unlearning.json).")
+    ] = Path("miaudit-unlearning"),
+    trust_code: Annotated[
+        bool, typer.Option("--trust-code", help="Allow importing the code an option names.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Evaluate a machine-unlearning algorithm: U-LiRA and the NeurIPS 2023 challenge score."""
+    from miaudit._json import write_json
+    from miaudit.audit.unlearning_eval import evaluate_unlearning
+    from miaudit.data import load_dataset, load_file
+    from miaudit.train.sklearn_recipe import SklearnConfig
+    from miaudit.trust import code_trust
+
+    with code_trust(trust_code):
+        path = Path(data)
+        if path.suffix and path.is_file():
+            options = {} if label_col is None else {"label_col": label_col}
+            ds = load_file(path, **options)
+        else:
+            ds = load_dataset(data)
+        est = SklearnConfig(estimator=estimator, params=_key_values(param or [], "--param"))
+        result = evaluate_unlearning(
+            ds.X, ds.y, est.estimator, unlearner, record_ids=ds.record_ids, n_models=models,
+            n_targets=targets, n_forget=forget, seed=seed, quiet=True if quiet else None,
+        )
+    summary = result.to_dict()
+    summary["config"] = {
+        "data": data, "estimator": estimator, "params": _key_values(param or [], "--param"),
+        "unlearner": unlearner, "models": models, "targets": targets, "forget": forget,
+        "seed": seed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(summary, out / "unlearning.json")
+    if not quiet:
+        console.print(result.verdict(), highlight=False, soft_wrap=True)
+        acc = summary["retain_accuracy"], summary["test_accuracy"]
+        console.print(
+            f"retain accuracy {acc[0]['unlearned']:.3f} unlearned vs {acc[0]['retrained']:.3f} "
+            f"retrained; test accuracy {acc[1]['unlearned']:.3f} vs {acc[1]['retrained']:.3f}. "
+            f"Written: {out / 'unlearning.json'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _describe_attack(name: str) -> None:
     """Print an attack's title, paper, threat model, parameters with defaults and formula."""
     import inspect
