@@ -578,3 +578,53 @@ def test_training_bar_moves_per_epoch_while_a_group_trains(digits):
         bar.model_done(0)
         bar.model_done(1)
     assert bar.completed == 6 == bar.total
+
+
+# ------------------------------------------------------------------------ early stopping
+def test_early_stopping_keeps_each_models_best_epoch():
+    """Adam on a small purchase-like set over-fits within ~8 epochs: the group stops long before
+    100 epochs, every model gets its best epoch's weights back (its validation loss is the
+    lowest it reached), and the validation records are OUT records only."""
+    from miaudit.data import load_dataset
+
+    ds = load_dataset("purchase-like", n_records=1000, n_classes=20)
+    X, y = torch.from_numpy(ds.X), torch.from_numpy(ds.y)
+    keep = keep_matrix(3, len(ds.X), seed=0)
+    recipe = make_recipe("torch-mlp", epochs=100, early_stopping=3, optimizer="adam", lr=0.003)
+    net = recipe.build((X.shape[1],), 20, [0, 1, 2])
+    stopping = ensemble.EarlyStopping(X, y, keep, recipe.config, [0, 1, 2])
+    seen = []
+    original = stopping.validation_loss
+
+    def spy(net, scaling):
+        loss = original(net, scaling)
+        seen.append(loss.clone())
+        return loss
+
+    stopping.validation_loss = spy  # type: ignore[method-assign]
+    train_ensemble(
+        net, X, y, keep, recipe.config, model_generators(0, [0, 1, 2], ORDER_STREAM),
+        model_generators(0, [0, 1, 2], NOISE_STREAM), stopping=stopping,
+    )
+    history = torch.stack(seen)
+    assert stopping.epochs < 30 and history.shape[0] == stopping.epochs
+    assert torch.all(stopping.bad_epochs >= 3)
+    np.testing.assert_allclose(
+        original(net, None).numpy(), history.min(dim=0).values.numpy(), rtol=1e-5
+    )
+    assert torch.equal(stopping.best_epoch, history.argmin(dim=0) + 1)
+    # validation records: about 20% of each model's OUT records, never an IN record
+    chosen = (stopping.weight > 0).numpy()
+    assert chosen.sum(axis=1).tolist() == [round(0.2 * (~row).sum()) for row in keep]
+    assert not (chosen & keep[:, stopping.records]).any()
+
+
+def test_early_stopping_config():
+    with pytest.raises(ValidationError, match="early stopping with DP-SGD"):
+        make_recipe("torch-mlp", early_stopping=2, dp={"noise_multiplier": 1.0})
+    with pytest.raises(ValidationError, match="validation_fraction"):
+        make_recipe("torch-mlp", early_stopping=2, validation_fraction=1.0)
+    off = make_recipe("torch-mlp").describe()["config"]
+    assert "early_stopping" not in off and "validation_fraction" not in off
+    on = make_recipe("torch-mlp", early_stopping=2).describe()["config"]
+    assert on["early_stopping"] == 2 and on["validation_fraction"] == 0.2

@@ -91,6 +91,17 @@ def test_thread_executor_results_errors_and_threads():
     assert list(ex.map(fn, [])) == []
 
 
+def test_thread_executor_restores_threads_when_its_results_are_abandoned():
+    """A consumer that stops early (an error while writing a model) closes the generator: the
+    thread count is restored then, not when the generator is garbage-collected."""
+    before = torch.get_num_threads()
+    results = ThreadExecutor(n_workers=2, threads_per_worker=1).map(lambda x: x, [1, 2, 3])
+    next(results)
+    assert torch.get_num_threads() == 1
+    results.close()
+    assert torch.get_num_threads() == before
+
+
 def test_threads_give_the_same_models_as_local(tmp_path):
     d = load_digits()
     data = Dataset(
@@ -103,9 +114,12 @@ def test_threads_give_the_same_models_as_local(tmp_path):
     local = train_and_query(
         data, 4, recipe, store_root=tmp_path / "a", quiet=True, executor=LocalExecutor(threads=1)
     )
+    before = torch.get_num_threads()
     threads = train_and_query(
         data, 4, recipe, store_root=tmp_path / "b", quiet=True, executor="threads"
     )
+    # the attack stage that follows gets torch's thread count back
+    assert torch.get_num_threads() == before
     assert threads.trained == (0, 1, 2, 3)
     np.testing.assert_allclose(threads.observations(), local.observations(), atol=1e-4)
 

@@ -65,6 +65,12 @@ def defence_configs(recipe: str | None) -> list[tuple[str, str, str]]:
             head + "    dropout: 0.3",
         ),
         (
+            "early stopping",
+            "stops each model where its held-out loss stops improving, before it memorises; "
+            "helps when the gap opens late in training",
+            head + "    early_stopping: 5",
+        ),
+        (
             "DP-SGD (differential privacy)",
             "clips each record's gradient and adds noise: a proven bound TPR ≤ e^ε·FPR + δ on "
             "every attack, at some cost in accuracy",

@@ -620,10 +620,20 @@ class StackedMLP(StackedNet):
         return loss, sq
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared input: the first layer is one GEMM ``(B, d) @ (d, K·h_1)``."""
+    def predict(
+        self, x: torch.Tensor, input_affine: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Shared input: the first layer is one GEMM ``(B, d) @ (d, K·h_1)``.
+
+        ``input_affine = (shift, scale)`` (each ``(K, d)``): the logits of models that take
+        ``(x - shift_k)·scale_k``, from raw ``x`` (the map folded into a copy of the first layer,
+        as :meth:`fold_input_affine` does in place)."""
         h = x.reshape(x.shape[0], -1)
         w0, b0 = self.params[0], self.params[1]
+        if input_affine is not None:
+            shift, scale = (t.to(w0) for t in input_affine)
+            b0 = b0 - torch.bmm((shift * scale).unsqueeze(1), w0).squeeze(1)
+            w0 = w0 * scale.unsqueeze(2)
         k, d, h1 = w0.shape
         first = (h @ w0.permute(1, 0, 2).reshape(d, k * h1)).view(-1, k, h1).transpose(0, 1)
         first = first + b0.unsqueeze(1)

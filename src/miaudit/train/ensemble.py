@@ -98,8 +98,9 @@ COMPACT_CHECK_ROWS = 4096
 #: ``standardize``: a feature whose standard deviation over a model's training records is at
 #: most this is treated as constant (divided by 1, not by ~0).
 STANDARDIZE_MIN_STD = 1e-12
-#: Random streams of a model (see the module docstring); DP-SGD's Gaussian noise has its own.
-INIT_STREAM, ORDER_STREAM, NOISE_STREAM, DP_NOISE_STREAM = 0, 1, 2, 3
+#: Random streams of a model (see the module docstring); DP-SGD's Gaussian noise and the choice
+#: of early stopping's validation records have their own.
+INIT_STREAM, ORDER_STREAM, NOISE_STREAM, DP_NOISE_STREAM, VALIDATION_STREAM = 0, 1, 2, 3, 4
 #: DP-SGD: the padded batch of a step has room for the largest Poisson batch of its models,
 #: rounded up to a multiple of this many rows.
 DP_BATCH_ROUND = 8
@@ -115,6 +116,7 @@ __all__ = [
     "OPTIMIZERS",
     "ORDER_STREAM",
     "DPSchedule",
+    "EarlyStopping",
     "InputScaling",
     "StackedAdam",
     "StackedOptimizer",
@@ -413,6 +415,89 @@ class InputScaling:
         return rows
 
 
+class EarlyStopping:
+    """Early stopping of a group of ``K`` models on their own held-out OUT records.
+
+    Model ``k``'s validation records are a random ``validation_fraction`` of the records it
+    does not train on (drawn from its :data:`VALIDATION_STREAM`). After each epoch,
+    :meth:`epoch_end` computes every model's mean cross-entropy on its validation records (one
+    forward pass of all models over the union of them), keeps a copy of the weights of each
+    model whose loss went down, and says whether every model (with validation records) has gone
+    ``patience`` epochs without improving. :meth:`restore` puts back each model's best weights.
+    """
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        keep: NDArray[np.bool_],
+        cfg: TorchTrainConfig,
+        model_ids: Sequence[int],
+    ) -> None:
+        k, n = keep.shape
+        chosen = np.zeros((k, n), dtype=bool)
+        for j, model_id in enumerate(model_ids):
+            out = np.flatnonzero(~keep[j])
+            rng = np.random.default_rng(model_seed(cfg.seed, int(model_id), VALIDATION_STREAM))
+            size = round(cfg.validation_fraction * out.size)
+            chosen[j, rng.choice(out, size, replace=False)] = True
+        union = np.flatnonzero(chosen.any(axis=0))
+        self.records = union  # positions of the validation records, all models together
+        device = X.device
+        self.X = X[torch.from_numpy(union).to(device)]
+        self.y = y[torch.from_numpy(union).to(device)]
+        self.weight = torch.from_numpy(chosen[:, union].astype(np.float32)).to(device)
+        counts = self.weight.sum(dim=1)
+        self.has_records = counts > 0
+        self.weight /= counts.clamp_min(1.0).unsqueeze(1)
+        self.patience = cfg.early_stopping
+        self.best_loss = torch.full((k,), math.inf, device=device)
+        self.bad_epochs = torch.zeros(k, dtype=torch.int64, device=device)
+        self.best_epoch = torch.zeros(k, dtype=torch.int64)
+        self.best: list[torch.Tensor] | None = None
+        self.epochs = 0
+
+    @torch.no_grad()
+    def validation_loss(self, net: StackedNet, scaling: InputScaling | None) -> torch.Tensor:
+        """Each model's mean cross-entropy on its validation records ``(K,)``."""
+        if scaling is None:
+            logits = net.predict(self.X)
+        else:
+            assert isinstance(net, StackedMLP)
+            logits = net.predict(self.X, (scaling.shift, scaling.scale))
+        ce = torch.logsumexp(logits, dim=2) - logits.gather(
+            2, self.y.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+        ).squeeze(2)
+        return (ce * self.weight).sum(dim=1)
+
+    @torch.no_grad()
+    def epoch_end(self, net: StackedNet, scaling: InputScaling | None) -> bool:
+        """Record one finished epoch; True when the group should stop."""
+        self.epochs += 1
+        loss = self.validation_loss(net, scaling)
+        improved = (loss < self.best_loss) & self.has_records
+        storage = net.storage()
+        if self.best is None:
+            self.best = [t.detach().clone() for t in storage]
+        elif bool(improved.any()):
+            for saved, live in zip(self.best, storage, strict=True):
+                saved[improved] = live[improved]
+        self.best_loss = torch.where(improved, loss, self.best_loss)
+        self.bad_epochs = torch.where(improved, 0, self.bad_epochs + 1)
+        self.best_epoch[improved.cpu()] = self.epochs
+        waiting = self.bad_epochs[self.has_records]
+        return bool(waiting.numel()) and bool((waiting >= self.patience).all())
+
+    @torch.no_grad()
+    def restore(self, net: StackedNet) -> None:
+        """Each model with validation records gets the weights of its best epoch back."""
+        if self.best is None:
+            return
+        rows = self.has_records
+        for saved, live in zip(self.best, net.storage(), strict=True):
+            live[rows] = saved[rows]
+
+
 class _Batches:
     """Each step's ``K·B`` training rows gathered into one preallocated ``(K, B, ·)`` buffer."""
 
@@ -469,6 +554,7 @@ def train_ensemble(
     source: torch.Tensor | None = None,
     scaling: InputScaling | None = None,
     on_epoch: Callable[[], None] | None = None,
+    stopping: EarlyStopping | None = None,
 ) -> NDArray[np.float64]:
     """Train the ``K`` models of ``net`` in place, model ``k`` on records ``keep[k]``.
 
@@ -492,11 +578,15 @@ def train_ensemble(
     on_epoch : callable, optional
         Called after every ``max_k ⌈n_k / B⌉`` steps (an epoch of the largest model), for
         progress bars.
+    stopping : EarlyStopping, optional
+        Checked after every such epoch; training ends when it says so, and each model gets
+        its best epoch's weights back.
 
     Returns
     -------
     ndarray of shape (K,)
-        Mean training loss of each model over its last epoch.
+        Mean training loss of each model over its last epoch (with ``stopping``: over the
+        steps of its best epoch).
     """
     k = net.n_models
     device = net.device
@@ -517,6 +607,8 @@ def train_ensemble(
     widths = net.hidden_sizes()
     block = max(per_epoch)
     last_loss = torch.zeros(k, device=device)
+    epoch_loss = torch.zeros(k, device=device)
+    best_loss = torch.zeros(k, device=device)
     order = torch.empty(0)
     for t in range(rates.shape[0]):
         if t % block == 0:
@@ -527,7 +619,7 @@ def train_ensemble(
         if scaling is not None:
             scaling.apply_(rows)
         masks = _dropout_masks(noise_generators, batch, widths, cfg.dropout, device)
-        need_loss = t >= first_loss_step
+        need_loss = t >= first_loss_step or stopping is not None
         loss = net.loss_and_grad(
             rows,
             y[idx].view(k, batch),
@@ -540,8 +632,21 @@ def train_ensemble(
         if need_loss:
             assert loss is not None
             last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)
-        if on_epoch is not None and (t + 1) % block == 0:
-            on_epoch()
+            if stopping is not None:
+                epoch_loss += loss
+        if (t + 1) % block == 0:
+            if on_epoch is not None:
+                on_epoch()
+            if stopping is not None:
+                stop = stopping.epoch_end(net, scaling)
+                improved = stopping.bad_epochs == 0
+                best_loss = torch.where(improved, epoch_loss / block, best_loss)
+                epoch_loss.zero_()
+                if stop:
+                    break
+    if stopping is not None:
+        stopping.restore(net)
+        return best_loss.cpu().numpy().astype(np.float64)
     return (last_loss.cpu() / torch.tensor(per_epoch)).numpy().astype(np.float64)
 
 
@@ -896,6 +1001,9 @@ class TorchRecipe(Recipe):
         if out["config"].get("dp", "absent") is None:
             # left out when off, so that the hash of every non-private run is unchanged
             out["config"].pop("dp")
+        if not out["config"].get("early_stopping", 0):
+            out["config"].pop("early_stopping", None)
+            out["config"].pop("validation_fraction", None)
         return out
 
     def build(
@@ -1054,6 +1162,9 @@ class TorchRecipe(Recipe):
                     source,
                     scaling,
                     on_epoch,
+                    EarlyStopping(Xt, yt, keep[span], self.config, ids)
+                    if self.config.early_stopping
+                    else None,
                 )
             if scaling is not None:
                 assert isinstance(net, StackedMLP)

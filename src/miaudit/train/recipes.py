@@ -272,6 +272,15 @@ class TorchTrainConfig:
     dp : DPConfig or mapping, optional
         Train with DP-SGD (:class:`DPConfig`; ``torch-mlp`` only). None (default): plain
         training, and the field is left out of the config hash.
+    early_stopping : int
+        Patience in epochs (0, the default: off). Each model holds out a random
+        ``validation_fraction`` of its OUT records (records it never trains on, so the members
+        stay exactly its IN records); after every epoch its loss there is measured; the group
+        stops once every model has gone ``early_stopping`` epochs without a lower validation
+        loss, and each model keeps its weights from its best epoch. Left out of the config hash
+        when 0; not combined with ``dp`` (the number of steps would depend on the data).
+    validation_fraction : float
+        Share of each model's OUT records used as its validation set, in (0, 1).
     """
 
     hidden_sizes: tuple[int, ...] = (256,)
@@ -293,6 +302,8 @@ class TorchTrainConfig:
     seed: int = 0
     device: str = "cpu"
     dp: DPConfig | None = None
+    early_stopping: int = 0
+    validation_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         _as_int_tuple(self, "hidden_sizes")
@@ -320,6 +331,15 @@ class TorchTrainConfig:
         _check_positive_int(self, "seed", minimum=0)
         _check_device(self, "device")
         _as_dp_config(self, "dp")
+        _check_positive_int(self, "early_stopping", minimum=0)
+        _check_range(self, "validation_fraction", 0.0, 1.0, low_open=True)
+        if self.early_stopping and self.dp is not None:
+            _fail(
+                self,
+                "early_stopping",
+                "early stopping with DP-SGD is not implemented (the number of steps, and so "
+                "the accountant's epsilon, would depend on the data); set it to 0",
+            )
         if self.dp is not None and (self.augment_flip or self.augment_crop):
             _fail(
                 self,
