@@ -250,6 +250,9 @@ def _print_result(result: Any, quiet: bool) -> None:
     claim = result.privacy_claim() if hasattr(result, "privacy_claim") else None
     if claim is not None:
         console.print(f"Differential privacy: {escape(claim['sentence'])}.", highlight=False)
+    canaries = getattr(result, "canary_audit", None)
+    if canaries:
+        console.print(f"Canary audit: {escape(canaries['sentence'])}.", highlight=False)
     report = result.output_dir / "report.html" if result.output_dir else None
     total = sum(result.timings.values())
     console.print(f"report: {report}  ({total:.1f} s)", highlight=False, soft_wrap=True)

@@ -67,6 +67,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CanaryConfig(_Section):
+    """Canaries planted in the records for an empirical-ε audit (``mode: algorithm``).
+
+    ``n`` records of ``kind`` (:data:`miaudit.data.canaries.CANARY_KINDS`: ``random_label``,
+    ``ood``, ``natural``) are planted; after the attacks, the scores of ``attack`` (one of the
+    audit's attacks, chosen here in advance) on the canaries give the multi-run, one-run and
+    Gaussian-DP lower bounds on ε (:func:`miaudit.audit.canary_audit.audit_canaries`), shown
+    beside the accountant's ε.
+    """
+
+    n: int = Field(gt=0, description="number of canaries")
+    kind: str = "random_label"
+    attack: str = "loss"
+    seed: int | None = Field(default=None, description="default: the audit's seed")
+
+
 class DataConfig(_Section):
     """Where the records come from.
 
@@ -84,6 +100,7 @@ class DataConfig(_Section):
         ge=0.0,
         description="records never trained on by any model: a fraction if < 1, else a count",
     )
+    canaries: CanaryConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -354,6 +371,14 @@ class AuditConfig(_Section):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"attack labels must be unique; repeated: {dup} (set 'label')")
+        if self.data.canaries is not None:
+            if self.mode != "algorithm":
+                raise ValueError("data.canaries: canaries are planted in mode: algorithm only")
+            if self.data.canaries.attack not in labels:
+                raise ValueError(
+                    f"data.canaries.attack: {self.data.canaries.attack!r} is not among the "
+                    f"audit's attacks ({', '.join(labels)})"
+                )
         return self
 
     def check_names(self) -> None:
@@ -557,6 +582,11 @@ def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str,
     out += [(("queries", i), "query", q, QUERIES.names()) for i, q in enumerate(cfg.queries)]
     if cfg.data.name is not None:
         out.append((("data", "name"), "dataset", cfg.data.name, list_datasets()))
+    if cfg.data.canaries is not None:
+        from miaudit.data.canaries import CANARY_KINDS
+
+        kind = cfg.data.canaries.kind
+        out.append((("data", "canaries", "kind"), "canary kind", kind, CANARY_KINDS.names()))
     return out
 
 

@@ -48,6 +48,7 @@ from miaudit.audit.exposure import profile_exposure
 from miaudit.audit.result import AuditResult, build_result
 from miaudit.config import AuditConfig, ConfigError, load_config, parse_config
 from miaudit.data import Dataset
+from miaudit.data.canaries import Canaries
 from miaudit.data.splits import (
     LeaveOneOut,
     embed_keep,
@@ -126,6 +127,24 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
             hashlib.sha256(source.encode()).hexdigest() if source is not None else None
         )
     return key
+
+
+def _audit_canaries_too(
+    audit_idx: NDArray[np.int64], pop_idx: NDArray[np.int64], canaries: NDArray[np.intp]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Move the canaries that fell among the population records (never trained on, so never
+    IN) into the audited records, and as many non-canary audited records the other way, so
+    that both sets keep their sizes."""
+    stray = np.intersect1d(pop_idx, canaries)
+    if stray.size == 0:
+        return audit_idx, pop_idx
+    movable = np.setdiff1d(audit_idx, canaries)
+    if movable.size < stray.size:
+        raise ConfigError("data.canaries: more canaries than records to audit")
+    back = movable[: stray.size]
+    audit = np.sort(np.concatenate([np.setdiff1d(audit_idx, back), stray]))
+    pop = np.sort(np.concatenate([np.setdiff1d(pop_idx, stray), back]))
+    return audit.astype(np.int64), pop.astype(np.int64)
 
 
 def original_labels(ds: Dataset) -> NDArray:
@@ -272,6 +291,9 @@ class Audit:
         timer = _Timer()
         with timer.stage("data"):
             ds, member = self.load_data()
+            planted = self._plant_canaries(ds)
+            if planted is not None:
+                ds = planted.dataset
         from miaudit.data.loaders import check_classes
 
         check_classes(ds.y, ds.n_classes, f"data ({ds.name}): labels")
@@ -281,6 +303,10 @@ class Audit:
             np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2)
         )
         audit_idx, pop_idx = mode.split_records(n, n_pop, member, split_seed)
+        if planted is not None:
+            audit_idx, pop_idx = _audit_canaries_too(
+                audit_idx, pop_idx, np.flatnonzero(planted.mask(ds.record_ids))
+            )
         n_models = mode.n_models(cfg)
         self._preflight(n, audit_idx.size, pop_idx.size, n_models)
         target = mode.load_target(self, ds)
@@ -325,6 +351,18 @@ class Audit:
             )
         result.target = _target_info(target)
         result.config = cfg.model_dump(mode="json")
+        if planted is not None:
+            from miaudit.audit.canary_audit import audit_canaries
+
+            spec = cfg.data.canaries
+            assert spec is not None
+            result.canary_audit = {
+                "kind": planted.kind,
+                **audit_canaries(
+                    result.scores, planted.record_ids, attack=spec.attack, delta=cfg.delta,
+                    alpha=cfg.alpha, seed=cfg.seed,
+                ),
+            }
         result.exposure = profile_exposure(
             result.vulnerability,
             ds.record_ids[audit_idx],
@@ -339,6 +377,16 @@ class Audit:
         write_metrics(result, cfg.output)  # last, once, with every stage's time
         result.output_dir = cfg.output
         return result
+
+    def _plant_canaries(self, ds: Dataset) -> Canaries | None:
+        """``data.canaries``: the dataset with its canaries (None when the config has none)."""
+        spec = self.config.data.canaries
+        if spec is None:
+            return None
+        from miaudit.data.canaries import add_canaries
+
+        seed = self.config.seed if spec.seed is None else spec.seed
+        return add_canaries(ds, spec.n, spec.kind, seed=seed)
 
     def _preflight(self, n: int, n_audit: int, n_pop: int, n_models: int) -> None:
         """Errors that would otherwise surface only after training."""

@@ -12,6 +12,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from miaudit._format import format_fpr
+from miaudit._json import jsonable
 from miaudit.audit.sanity import Check, failed, run_checks
 from miaudit.defaults import (
     DEFAULT_ALPHA,
@@ -72,6 +73,9 @@ class AuditResult:
     checks : list of Check
         Failed sanity checks (:mod:`miaudit.audit.sanity`), failures first; any of severity
         ``fail`` turns the headline into "no reliable verdict".
+    canary_audit : dict
+        Audits with planted canaries (``data.canaries``): the multi-run, one-run and
+        Gaussian-DP ε lower bounds (:func:`miaudit.audit.canary_audit.audit_canaries`).
     exposure : dict
         What the most exposed records have in common (:mod:`miaudit.audit.exposure`): label
         distribution, nearest-neighbour distances, images of 8×8 data; empty when unknown.
@@ -93,6 +97,7 @@ class AuditResult:
     target: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     exposure: dict[str, Any] = field(default_factory=dict)
+    canary_audit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reliable(self) -> bool:
@@ -158,6 +163,7 @@ class AuditResult:
             },
             **({"target": self.target} if self.target else {}),
             **({"privacy": claim} if (claim := self.privacy_claim()) else {}),
+            **({"canary_audit": jsonable(self.canary_audit)} if self.canary_audit else {}),
             **({"exposure": _without_images(self.exposure)} if self.exposure else {}),
             "timings_seconds": self.timings,
             "versions": self.versions,

@@ -256,11 +256,18 @@ anyway.{_scores_note(result.config)}</p>
 
 
 def _privacy_note(result: AuditResult) -> str:
-    """DP-SGD models: the accountant's ε beside the audit's lower bound."""
+    """DP-SGD models: the accountant's ε beside the audit's lower bound; the canary audit's
+    bounds when canaries were planted."""
     claim = result.privacy_claim()
-    if claim is None:
-        return ""
-    return f'<p id="privacy"><b>Differential privacy:</b> {_e(claim["sentence"])}.</p>'
+    out = ""
+    if claim is not None:
+        out = f'<p id="privacy"><b>Differential privacy:</b> {_e(claim["sentence"])}.</p>'
+    if result.canary_audit:
+        out += (
+            f'<p id="canary-audit"><b>Canary audit:</b> '
+            f'{_e(result.canary_audit["sentence"])}.</p>'
+        )
+    return out
 
 
 def _target_note(target: dict[str, Any]) -> str:
