@@ -25,7 +25,40 @@ ICLR 2022; Carlini et al., S&P 2022). For language models:
      \sigma_{out})`, OUT references only;
    * **Attack-R** (Ye et al., "Enhanced Membership Inference Attacks against Machine Learning
      Models", CCS 2022): the interpolated rank of :math:`s_\theta` among the record's OUT
-     reference signals.
+     reference signals;
+   * **RMIA** (Zarifzadeh, Liu & Shokri, "Low-Cost High-Power Membership Inference Attacks",
+     ICML 2024), online and offline, by :func:`miaudit.attacks.rmia.rmia_scores` (the same
+     function as for classifiers):
+
+     .. math:: \mathrm{Score}(x) = \frac1{|Z|}\sum_{z\in Z}
+        1\!\left[\frac{\Pr(x\mid\theta)/\Pr(x)}{\Pr(z\mid\theta)/\Pr(z)} > \gamma\right],
+        \qquad \Pr(x) = \frac1m\sum_i \Pr(x\mid\theta_i) \text{ (online)}
+
+     or, offline, :math:`\Pr(x) = \frac{1+a}{2}\overline{\Pr}_{out}(x) + \frac{1-a}{2}`
+     (:math:`a` tuned on the references only, :func:`~miaudit.attacks.rmia.tune_rmia_a`).
+
+**What plays** :math:`\Pr(x\mid\theta)` **for a text.** RMIA's signal is a probability in
+[0, 1] (the true-class confidence of a classifier). For a text it is the *per-token geometric
+mean likelihood* :math:`\Pr(x\mid\theta) = \exp(\frac1N\sum_t \log p_\theta(x_t\mid x_{<t}))
+= \exp(s_\theta(x))` (the inverse perplexity, the exponential of the ``loss`` signal), not the
+sequence likelihood :math:`\exp(\sum_t \log p_t)`: the sequence likelihood of a text of
+:math:`N` tokens is :math:`e^{N s}` (about :math:`e^{-300}` for 100 tokens at 3 nats, near the
+float64 floor), so the mean over references would be the largest reference's value alone, and
+the factor :math:`\gamma` would mean a different per-token effect for every length, while the
+population comparison :math:`r(x)/r(z)` compares texts of different lengths. The per-token mean
+keeps every text on the same scale. ``min_k`` (a mean of the smallest token log-probabilities)
+is also a log-probability and may be used; ``zlib`` and ``min_k_plus_plus`` are not
+(:data:`RMIA_SIGNALS`).
+
+**The population** :math:`Z`: texts that no model trained on, scored under the target and every
+reference (``population_target``, ``population_reference``). Without them the candidate texts
+themselves serve (no label is read). With one query per text and the default tie-breaking, the
+*order* of the scores, hence every AUC and TPR at any FPR, is that of :math:`r(x) =
+\Pr(x\mid\theta)/\Pr(x)` whatever :math:`Z` is (the fraction :math:`\#\{z : r(z) < r(x)/\gamma\}
+/ |Z|` is non-decreasing in :math:`r(x)` and ties are ordered by :math:`\log r(x)`), so
+:math:`Z` only sets the scale of the score in [0, 1]. Online RMIA on texts is therefore the
+reference attack :math:`s_\theta(x) - \log \frac1m \sum_i e^{s_{\theta_i}(x)}` with all ``m``
+references (IN and OUT) as the reference.
 
    The Gaussians use one global variance per side below
    :data:`~miaudit.attacks.lira.GLOBAL_VARIANCE_BELOW` (64) references (``variance="auto"``),
@@ -48,7 +81,14 @@ Measured (CPU, one thread, AUC and TPR at 1 % FPR; every text IN for 4 of 8 refe
 
 * ``tests/test_llm_reference.py`` (48 Python-docs texts, tiny GPT-2 d=32, 1 layer, target and
   references trained alike, 8 epochs): LOSS AUC 0.79; LiRA online 0.95, offline 0.91,
-  Attack-R 0.91.
+  Attack-R 0.91;
+  RMIA online 0.95 (TPR 0.38 at 1 %, LOSS 0.08), offline 0.93 (0.42) with the tuned
+  :math:`a = 1`. Offline with :math:`a < 1` is no better than LOSS (AUC 0.79 at
+  :math:`a = 0.4`): per-token likelihoods are about 0.002-0.01, so the constant
+  :math:`\frac{1-a}{2}` of the paper's linear approximation (which assumes IN probabilities
+  near 1, as a classifier's confidence on its training records) swamps
+  :math:`\overline{\Pr}_{out}(x)` and :math:`\Pr(x)` is nearly the same for every text;
+  tuning :math:`a` on the references finds this and picks 1.
 * The demo's scale (500 records, demo GPT-2 d=64, 2 layers, 16 epochs; plain LOSS AUC 0.86,
   TPR 0.13): references trained with the target's recipe give LiRA online 0.94 / 0.32,
   offline 0.94 / 0.37, Attack-R 0.93 / 0.48. References trained 4 epochs instead of 16 give
@@ -76,6 +116,8 @@ from miaudit._validation import check_count
 from miaudit.attacks.calibrated import YE, attack_r_scores
 from miaudit.attacks.lira import PAPER as LIRA_PAPER
 from miaudit.attacks.lira import lira_scores, resolve_variance
+from miaudit.attacks.rmia import DEFAULT_A, rmia_scores, tune_rmia_a
+from miaudit.attacks.rmia import PAPER as RMIA_PAPER
 from miaudit.audit.result import AuditResult, build_result
 from miaudit.data.splits import keep_matrix
 from miaudit.exceptions import ValidationError
@@ -85,15 +127,22 @@ from miaudit.llm.target import DEFAULT_BATCH_SIZE, check_texts
 from miaudit.metrics import DEFAULT_FPRS
 
 __all__ = [
+    "DEFAULT_GAMMA",
+    "DEFAULT_RMIA_A",
     "DEFAULT_SIGNAL",
     "DEFAULT_VARIANCE",
     "MIN_REFERENCES",
     "REFERENCE_ATTACKS",
+    "RMIA_SIGNALS",
     "ReferenceAudit",
     "TrainLM",
     "audit_with_references",
+    "check_attacks",
+    "default_attacks",
     "reference_attacks",
+    "reference_infos",
     "reference_signals",
+    "resolve_rmia_a",
 ]
 
 #: The per-text signal of the references and the target: the ``loss`` attack, −NLL.
@@ -123,7 +172,32 @@ REFERENCE_ATTACKS: dict[str, tuple[str, str, str]] = {
         YE,
         "interpolated rank of s among the text's OUT reference signals",
     ),
+    "rmia": (
+        "RMIA online on the LM per-token likelihood",
+        RMIA_PAPER,
+        "fraction of z in Z with r(x)/r(z) > gamma, r(x) = exp(s_target(x)) / "
+        "mean_i exp(s_i(x)) over all references, s = (1/N) sum_t log p_t",
+    ),
+    "rmia_offline": (
+        "RMIA offline on the LM per-token likelihood",
+        RMIA_PAPER,
+        "fraction of z in Z with r(x)/r(z) > gamma, r(x) = exp(s_target(x)) / "
+        "((1+a)/2 mean_out exp(s_i(x)) + (1-a)/2), s = (1/N) sum_t log p_t",
+    ),
 }
+#: Attacks that need the signal to be a mean token log-probability (RMIA's Pr(x|θ) = exp(s)).
+_RMIA = ("rmia", "rmia_offline")
+#: Signals that are means of token log-probabilities, so that exp(signal) is a probability.
+RMIA_SIGNALS = ("loss", "min_k")
+#: RMIA's :math:`\gamma` on per-token likelihoods. The paper's :math:`\gamma = 2` (CIFAR) is a
+#: factor on a whole-record probability; per token, a sequence-level factor :math:`\gamma` is
+#: :math:`\gamma^{1/N} \approx 1`, and the per-token ratios of texts span too little for 2:
+#: in ``tests/test_llm_reference.py`` :math:`\log r(x)` lies within [-0.23, 0.14] (5-95 %), so
+#: no pair of texts has :math:`r(x)/r(z) > 2`, every fraction is 0 and offline RMIA's
+#: :math:`a` cannot be tuned. ML Privacy Meter's default, 1, counts every dominated text.
+DEFAULT_GAMMA = 1.0
+#: RMIA's offline ``a``: tuned on the reference models (:func:`~miaudit.attacks.rmia.tune_rmia_a`).
+DEFAULT_RMIA_A = "auto"
 
 #: ``train_lm(texts, seed) -> (model, tokenizer)``: the reference training recipe.
 TrainLM = Callable[[list[str], int], tuple[Any, Any]]
@@ -239,14 +313,55 @@ def reference_signals(
     return signals, keep
 
 
+def default_attacks(signal: str = DEFAULT_SIGNAL) -> tuple[str, ...]:
+    """The attacks of :data:`REFERENCE_ATTACKS` that apply to ``signal`` (RMIA only to
+    :data:`RMIA_SIGNALS`)."""
+    return tuple(a for a in REFERENCE_ATTACKS if a not in _RMIA or signal in RMIA_SIGNALS)
+
+
+def check_attacks(attacks: Sequence[str] | None, signal: str = DEFAULT_SIGNAL) -> tuple[str, ...]:
+    """``attacks`` checked against :data:`REFERENCE_ATTACKS` and ``signal`` (None: all that
+    apply, :func:`default_attacks`)."""
+    if attacks is None:
+        return default_attacks(signal)
+    names = tuple(attacks)
+    unknown = [a for a in names if a not in REFERENCE_ATTACKS]
+    if unknown or not names:
+        raise ValidationError(
+            f"attacks: expected names among {', '.join(REFERENCE_ATTACKS)}, got {list(names)}"
+        )
+    if signal not in RMIA_SIGNALS and any(a in _RMIA for a in names):
+        raise ValidationError(
+            f"attacks: RMIA needs a mean token log-probability as its signal (Pr(x) = exp(s)): "
+            f"signal {' or '.join(RMIA_SIGNALS)}, got {signal!r}"
+        )
+    return names
+
+
+def _likelihood(signal: NDArray[np.float64], name: str) -> NDArray[np.float64]:
+    r""":math:`\exp(s)`, the per-token geometric-mean likelihood, from a log-probability signal."""
+    if signal.size and signal.max() > 0.0:
+        raise ValidationError(
+            f"{name}: RMIA reads the signal as a mean token log-probability (<= 0), found "
+            f"{signal.max():.4g}; use signal {' or '.join(RMIA_SIGNALS)}"
+        )
+    return np.exp(signal)
+
+
 def reference_attacks(
     target_signal: ArrayLike,
     ref_signals: ArrayLike,
     keep: ArrayLike,
     *,
     variance: str = DEFAULT_VARIANCE,
+    attacks: Sequence[str] | None = None,
+    gamma: float = DEFAULT_GAMMA,
+    a: float | str = DEFAULT_RMIA_A,
+    population_target: ArrayLike | None = None,
+    population_reference: ArrayLike | None = None,
 ) -> dict[str, NDArray[np.float64]]:
-    r"""LiRA online, LiRA offline and Attack-R on per-text LM signals (higher = member).
+    r"""LiRA online/offline, Attack-R and RMIA online/offline on per-text LM signals
+    (higher = member).
 
     Parameters
     ----------
@@ -258,14 +373,27 @@ def reference_attacks(
         From :func:`reference_signals`.
     variance : {"auto", "global", "per_record"}
         Of the LiRA Gaussians; ``"auto"`` (default) is ``"global"`` below 64 references.
+    attacks : sequence of str, optional
+        Among :data:`REFERENCE_ATTACKS`; default all (RMIA only when every finite signal is
+        ``<= 0``, i.e. a mean token log-probability).
+    gamma : float
+        RMIA's dominance factor :math:`\gamma` (default :data:`DEFAULT_GAMMA` = 1, see there).
+    a : float or "auto"
+        Offline RMIA's :math:`a`; ``"auto"`` (default) tunes it on the references alone
+        (:func:`~miaudit.attacks.rmia.tune_rmia_a`; the audited labels are never read).
+    population_target, population_reference : array-like of shape (z,) and (m, z), optional
+        RMIA's population :math:`Z`: the signals of texts in no training set under the target
+        and the references. Default: the candidate texts themselves (see the module docstring:
+        with one query per text the order of RMIA's scores does not depend on :math:`Z`).
 
     Returns
     -------
     dict of str to ndarray of shape (n,), float64
         ``"lira"``: :func:`~miaudit.attacks.lira.lira_scores` online; ``"lira_offline"``:
-        offline, one-sided; ``"attack_r"``: :func:`~miaudit.attacks.calibrated.attack_r_scores`.
-        Texts with a NaN signal (target or any reference) get NaN from every attack; the
-        attacks are fitted on the others.
+        offline, one-sided; ``"attack_r"``: :func:`~miaudit.attacks.calibrated.attack_r_scores`;
+        ``"rmia"``, ``"rmia_offline"``: :func:`~miaudit.attacks.rmia.rmia_scores` on
+        :math:`\exp(s)`. Texts with a NaN signal (target or any reference) get NaN from every
+        attack; the attacks are fitted on the others (and left out of the default population).
     """
     tgt = np.asarray(target_signal, dtype=np.float64)
     ref = np.asarray(ref_signals, dtype=np.float64)
@@ -285,16 +413,67 @@ def reference_attacks(
     if not ok.any():
         raise ValidationError("target_signal, ref_signals: no text has finite signals everywhere")
     t, r, k = (tgt, ref, kp) if ok.all() else (tgt[ok], ref[:, ok], kp[:, ok])
-    found = {
-        "lira": lira_scores(t, r, k, online=True, variance=variance),
-        "lira_offline": lira_scores(t, r, k, online=False, variance=variance),
-        "attack_r": attack_r_scores(t, r, k),
-    }
+    if attacks is None:
+        log_prob = t.max() <= 0.0 and r.max() <= 0.0
+        names = tuple(n for n in REFERENCE_ATTACKS if n not in _RMIA or log_prob)
+    else:
+        names = check_attacks(attacks, DEFAULT_SIGNAL)
+    found: dict[str, NDArray[np.float64]] = {}
+    if "lira" in names:
+        found["lira"] = lira_scores(t, r, k, online=True, variance=variance)
+    if "lira_offline" in names:
+        found["lira_offline"] = lira_scores(t, r, k, online=False, variance=variance)
+    if "attack_r" in names:
+        found["attack_r"] = attack_r_scores(t, r, k)
+    if any(n in _RMIA for n in names):
+        found.update(_rmia(t, r, k, names, gamma, a, population_target, population_reference))
     out: dict[str, NDArray[np.float64]] = {}
-    for name, s in found.items():
+    for name in names:
         full = np.full(tgt.shape, np.nan)
-        full[ok] = s
+        full[ok] = found[name]
         out[name] = full
+    return out
+
+
+def _rmia(
+    t: NDArray[np.float64],
+    r: NDArray[np.float64],
+    k: NDArray[np.bool_],
+    names: Sequence[str],
+    gamma: float,
+    a: float | str,
+    population_target: ArrayLike | None,
+    population_reference: ArrayLike | None,
+) -> dict[str, NDArray[np.float64]]:
+    r"""RMIA online/offline on :math:`\exp(s)` with the given population or the candidates."""
+    if (population_target is None) != (population_reference is None):
+        raise ValidationError(
+            "population_target, population_reference: give both (RMIA's population Z) or neither"
+        )
+    pt, pr = t, r
+    if population_target is not None and population_reference is not None:
+        pt = np.asarray(population_target, dtype=np.float64)
+        pr = np.asarray(population_reference, dtype=np.float64)
+        if pt.ndim != 1 or pr.shape != (r.shape[0], pt.shape[0]):
+            raise ValidationError(
+                f"population_target, population_reference: expected shapes (z,) and "
+                f"({r.shape[0]}, z), got {pt.shape} and {pr.shape}"
+            )
+        if not (np.isfinite(pt).all() and np.isfinite(pr).all()):
+            raise ValidationError("population_target, population_reference: NaN or inf signals")
+    p_t, p_r = _likelihood(t, "target_signal"), _likelihood(r, "ref_signals")
+    p_pt, p_pr = _likelihood(pt, "population_target"), _likelihood(pr, "population_reference")
+    out: dict[str, NDArray[np.float64]] = {}
+    if "rmia" in names:
+        out["rmia"] = rmia_scores(p_t, p_r, k, p_pt, p_pr, online=True, gamma=gamma)
+    if "rmia_offline" in names:
+        if a == "auto":
+            a = tune_rmia_a(p_r, k, p_pr, gamma=gamma)
+        elif isinstance(a, str):
+            raise ValidationError(f"a: expected a number in [0, 1] or 'auto', got {a!r}")
+        out["rmia_offline"] = rmia_scores(
+            p_t, p_r, k, p_pt, p_pr, online=False, gamma=gamma, a=float(a)
+        )
     return out
 
 
@@ -323,6 +502,70 @@ class ReferenceAudit:
     result: AuditResult = field(repr=False)
 
 
+def resolve_rmia_a(
+    ref_signals: ArrayLike,
+    keep: ArrayLike,
+    a: float | str = DEFAULT_RMIA_A,
+    *,
+    gamma: float = DEFAULT_GAMMA,
+    population_reference: ArrayLike | None = None,
+) -> float:
+    r"""Offline RMIA's :math:`a`: ``a`` itself, or for ``"auto"`` the value
+    :func:`~miaudit.attacks.rmia.tune_rmia_a` picks with each reference in turn as the target
+    (its own keep row as labels), on :math:`\exp(s)` of the texts with finite signals under
+    every reference; the population defaults to those texts."""
+    if a != "auto":
+        if isinstance(a, str):
+            raise ValidationError(f"a: expected a number in [0, 1] or 'auto', got {a!r}")
+        return float(a)
+    ref = np.asarray(ref_signals, dtype=np.float64)
+    ok = np.isfinite(ref).all(axis=0)
+    kp = np.asarray(keep)[:, ok]
+    p_r = _likelihood(ref[:, ok], "ref_signals")
+    pr = (
+        p_r
+        if population_reference is None
+        else _likelihood(np.asarray(population_reference, dtype=np.float64), "population_reference")
+    )
+    return tune_rmia_a(p_r, kp, pr, gamma=gamma)
+
+
+def reference_infos(
+    names: Sequence[str],
+    *,
+    signal: str = DEFAULT_SIGNAL,
+    n_references: int,
+    variance: str = DEFAULT_VARIANCE,
+    gamma: float = DEFAULT_GAMMA,
+    a: float | None = None,
+    cost: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{"name", "title", "paper", "formula", "cost", "params"}`` of each reference attack,
+    as the result's ``attacks`` (the formula names the signal actually used)."""
+    infos: dict[str, dict[str, Any]] = {}
+    for name in names:
+        title, paper, formula = REFERENCE_ATTACKS[name]
+        params: dict[str, Any] = {"n_references": n_references, "signal": signal}
+        if name in _RMIA:
+            params["gamma"] = gamma
+            if name == "rmia_offline":
+                params["a"] = a
+        else:
+            params["variance"] = variance
+        infos[name] = {
+            "name": name,
+            "title": title if signal == DEFAULT_SIGNAL else f"{title.split(' on ')[0]} on {signal}",
+            "paper": paper,
+            "formula": formula
+            if signal == DEFAULT_SIGNAL
+            else formula.replace("(1/N) sum_t log p_t", f"the {signal} score"),
+            "cost": cost
+            or f"{n_references} reference LM training runs + {n_references} scoring passes",
+            "params": params,
+        }
+    return infos
+
+
 def audit_with_references(
     members: Sequence[str],
     non_members: Sequence[str],
@@ -334,6 +577,9 @@ def audit_with_references(
     seed: int = 0,
     signal: str = DEFAULT_SIGNAL,
     variance: str = DEFAULT_VARIANCE,
+    attacks: Sequence[str] | None = None,
+    gamma: float = DEFAULT_GAMMA,
+    a: float | str = DEFAULT_RMIA_A,
     batch_size: int = DEFAULT_BATCH_SIZE,
     fprs: Sequence[float] = DEFAULT_FPRS,
     quiet: bool | None = True,
@@ -354,8 +600,11 @@ def audit_with_references(
         Number of reference LMs to train (the cost: that many training runs).
     seed, signal, batch_size, quiet
         As :func:`reference_signals`; ``seed`` also seeds the metrics' bootstrap.
-    variance : str
-        As :func:`reference_attacks`.
+    variance, gamma, a : str, float, float or "auto"
+        As :func:`reference_attacks`; the :math:`a` used is in the result's attack params.
+    attacks : sequence of str, optional
+        Among :data:`REFERENCE_ATTACKS`; default all that apply to ``signal``
+        (:func:`default_attacks`).
     fprs : sequence of float
         FPRs of the metrics.
 
@@ -367,23 +616,28 @@ def audit_with_references(
     texts = split.texts
     is_member = np.array(split.is_member, dtype=bool)
     signal = _check_signal(signal)
+    names = check_attacks(attacks, signal)
     target = _signal_of(model, tokenizer, texts, signal, batch_size, quiet)
     refs, keep = reference_signals(
         texts, train_lm, n_references, seed=seed, signal=signal, batch_size=batch_size, quiet=quiet
     )
-    scores = {signal: target, **reference_attacks(target, refs, keep, variance=variance)}
-    infos: dict[str, dict[str, Any]] = {signal: attack_info(signal)}
-    for name, (title, paper, formula) in REFERENCE_ATTACKS.items():
-        infos[name] = {
-            "name": name,
-            "title": title if signal == DEFAULT_SIGNAL else f"{title.split(' on ')[0]} on {signal}",
-            "paper": paper,
-            "formula": formula
-            if signal == DEFAULT_SIGNAL
-            else formula.replace("(1/N) sum_t log p_t", f"the {signal} score"),
-            "cost": f"{n_references} reference LM training runs + {n_references} scoring passes",
-            "params": {"n_references": n_references, "signal": signal, "variance": variance},
-        }
+    a_used = resolve_rmia_a(refs, keep, a, gamma=gamma) if "rmia_offline" in names else None
+    found = reference_attacks(
+        target, refs, keep, variance=variance, attacks=names, gamma=gamma,
+        a=DEFAULT_A if a_used is None else a_used,
+    )  # fmt: skip
+    scores = {signal: target, **found}
+    infos: dict[str, dict[str, Any]] = {
+        signal: attack_info(signal),
+        **reference_infos(
+            names,
+            signal=signal,
+            n_references=n_references,
+            variance=variance,
+            gamma=gamma,
+            a=a_used,
+        ),
+    }
     result = build_result(
         {n: s[None, :] for n, s in scores.items()},
         is_member[None, :],
