@@ -403,12 +403,13 @@ def attacks(
     ] = None,
 ) -> None:
     """List the registered attacks (name, what it does, what it needs), or describe one."""
-    from miaudit import attacks as registry
+    # The listing is read from the attacks' source, without importing them (or numpy).
+    from miaudit.attacks._catalog import attack_listing
 
     if name is not None:
         _describe_attack(name)
         return
-    infos = registry.infos()
+    infos = attack_listing()
     width = max((len(i.name) for i in infos), default=0)
     for info in infos:
         needs = [

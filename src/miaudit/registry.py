@@ -325,6 +325,10 @@ class Registry(Generic[T]):
         self.load()
         return len(self._items)
 
+    def is_empty(self) -> bool:
+        """Whether nothing is registered yet; unlike ``len()``, imports and loads nothing."""
+        return not self._items
+
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._items)} registered)"
 

@@ -16,11 +16,26 @@ entry-point group, and a config may name any attack class as ``"module:Class"``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from miaudit.attacks.base import Attack, AttackData, AttackInfo
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry, check_call
+
+if TYPE_CHECKING:
+    from miaudit.attacks.base import Attack, AttackData, AttackInfo
+
+#: Names of :mod:`miaudit.attacks.base` that this package re-exports, imported on first use so
+#: that the registry (and ``miaudit attacks``, see :mod:`miaudit.attacks._catalog`) can be
+#: reached without importing numpy.
+_BASE_NAMES = ("Attack", "AttackData", "AttackInfo")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE_NAMES:
+        from miaudit.attacks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'miaudit.attacks' has no attribute {name!r}")
 
 
 def check_attack_class(name: str, cls: Any) -> type[Attack]:
@@ -31,6 +46,7 @@ def check_attack_class(name: str, cls: Any) -> type[Attack]:
     ValidationError
         Naming ``name`` and what is wrong.
     """
+    from miaudit.attacks.base import Attack, AttackInfo
     from miaudit.signals import SIGNALS
 
     if not (isinstance(cls, type) and issubclass(cls, Attack)):
