@@ -179,6 +179,50 @@ class TargetConfig(_Section):
         return self
 
 
+#: The reference-LM attacks ``llm.references.attacks`` may name
+#: (:data:`miaudit.llm.reference.REFERENCE_ATTACKS`; a test keeps the two in step).
+LLM_REFERENCE_ATTACKS = ("lira", "lira_offline", "attack_r", "rmia", "rmia_offline")
+
+
+class LlmReferencesConfig(_Section):
+    """``llm.references``: reference LMs trained on random halves of the texts, for LiRA,
+    Attack-R and RMIA (:mod:`miaudit.llm.reference_run`), e.g.
+    ``{n: 8, epochs: 16, attacks: [lira, lira_offline, attack_r, rmia]}``.
+
+    ``train: demo`` retrains the target's architecture from its config with the demo's trainer
+    (``epochs``, ``params``: ``batch_size``, ``block_size``, ``learning_rate``);
+    ``train: module:function`` calls ``function(texts, seed, **params)`` (with ``epochs`` among
+    ``params`` when given), imported only with ``trust_code``. Signals are kept in ``store``
+    (default ``<output>/references``), so a re-run trains only what is missing.
+    """
+
+    n: StrictInt = Field(default=8, ge=2, description="number of reference LMs")
+    train: str = "demo"
+    epochs: float | None = Field(default=None, gt=0.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    attacks: list[Literal["lira", "lira_offline", "attack_r", "rmia", "rmia_offline"]] | None = (
+        Field(default=None, min_length=1)
+    )
+    signal: Literal["loss", "min_k"] = "loss"
+    gamma: float = Field(default=1.0, gt=0.0, description="RMIA's dominance factor")
+    a: float | Literal["auto"] = Field(default="auto", description="offline RMIA's a")
+    store: Path | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _recipe(cls, value: str) -> str:
+        if value != "demo" and ":" not in value:
+            raise ValueError(f"expected 'demo' or 'module:function', got {value!r}")
+        return value
+
+    @field_validator("a")
+    @classmethod
+    def _a_range(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"expected a number in [0, 1] or 'auto', got {value}")
+        return value
+
+
 class LlmConfig(_Section):
     """``mode: llm``: a causal language model and the texts to test (:mod:`miaudit.llm`).
 
@@ -205,6 +249,7 @@ class LlmConfig(_Section):
     max_length: StrictInt | None = Field(default=None, ge=2)
     duplicates: Literal["report", "remove"] = "report"
     blind: bool = True
+    references: LlmReferencesConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LlmConfig:
@@ -224,6 +269,16 @@ class LlmConfig(_Section):
         names = ("model", "members", "non_members", "texts", "reference", "mask_model",
                  "recall_prefix")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def with_paths(self, folder: Path) -> LlmConfig:
+        """Relative paths (incl. ``references.store``) made relative to ``folder``."""
+        update: dict[str, Any] = {
+            k: folder / v for k, v in self.paths().items() if not v.is_absolute()
+        }
+        refs = self.references
+        if refs is not None and refs.store is not None and not refs.store.is_absolute():
+            update["references"] = refs.model_copy(update={"store": folder / refs.store})
+        return self.model_copy(update=update)
 
 
 class AttackSpec(_Section):
@@ -408,6 +463,12 @@ class AuditConfig(_Section):
                 require_code_trust("target.model", model)
             except MiauditError as exc:
                 problems.append(NameProblem(("target", "model"), str(exc)))
+        refs = self.llm.references if self.llm is not None else None
+        if refs is not None and refs.train != "demo":
+            try:
+                require_code_trust("llm.references.train", refs.train)
+            except MiauditError as exc:
+                problems.append(NameProblem(("llm", "references", "train"), str(exc)))
         for i, spec in enumerate(self.attacks):
             try:
                 if self.mode == "llm":  # language-model attacks have their own registry
@@ -781,8 +842,7 @@ def load_config(path: str | Path, *, trust_code: bool = False) -> AuditConfig:
     if cfg.data.path is not None and not cfg.data.path.is_absolute():
         updates["data"] = cfg.data.model_copy(update={"path": p.parent / cfg.data.path})
     if cfg.llm is not None:
-        relative = {k: p.parent / v for k, v in cfg.llm.paths().items() if not v.is_absolute()}
-        updates["llm"] = cfg.llm.model_copy(update=relative)
+        updates["llm"] = cfg.llm.with_paths(p.parent)
     if cfg.target is not None and cfg.target.model and _is_relative_file(cfg.target.model):
         updates["target"] = cfg.target.model_copy(
             update={"model": str(p.parent / cfg.target.model)}
