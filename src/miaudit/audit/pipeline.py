@@ -686,24 +686,36 @@ class LlmMode(Mode):
             split = load_member_split(
                 llm.members, llm.non_members, text_field=llm.text_field, id_field=llm.id_field
             )
-        result = audit_texts(
-            split,
-            model=llm.model,
-            attacks=[s.name for s in cfg.attacks],
-            params={s.name: s.params for s in cfg.attacks if s.params},
-            k=llm.k,
-            batch_size=llm.batch_size,
-            device=llm.device,
-            max_length=llm.max_length,
-            reference=llm.reference,
-            mask_model=_mask_model(llm.mask_model),
-            recall_prefix=_read_prefix(llm.recall_prefix),
-            duplicates=llm.duplicates,
-            blind=llm.blind,
-            fprs=cfg.fprs,
-            seed=cfg.seed,
-            quiet=True if cfg.quiet else None,
-        )
+        common: dict[str, Any] = {
+            "model": llm.model,
+            "attacks": [s.name for s in cfg.attacks],
+            "params": {s.name: s.params for s in cfg.attacks if s.params},
+            "k": llm.k,
+            "batch_size": llm.batch_size,
+            "device": llm.device,
+            "max_length": llm.max_length,
+            "reference": llm.reference,
+            "mask_model": _mask_model(llm.mask_model),
+            "recall_prefix": _read_prefix(llm.recall_prefix),
+            "duplicates": llm.duplicates,
+            "blind": llm.blind,
+            "fprs": cfg.fprs,
+            "seed": cfg.seed,
+            "quiet": True if cfg.quiet else None,
+        }
+        if llm.references is None:
+            result = audit_texts(split, **common)
+        else:  # reference LMs trained here (LiRA, Attack-R, RMIA as extra attacks)
+            from miaudit.audit.executors import make_executor
+            from miaudit.llm.reference_run import audit_texts_with_references, spec_from_config
+
+            result = audit_texts_with_references(
+                split,
+                references=spec_from_config(llm.references),
+                store_root=llm.references.store or cfg.output / "references",
+                executor=make_executor(cfg.executor.kind, **cfg.executor.params),
+                **common,
+            )
         llm_findings = result.config.get("llm", {})
         result.config = {**cfg.model_dump(mode="json"), "llm_findings": llm_findings}
         result.save(cfg.output)
