@@ -139,10 +139,12 @@ __all__ = [
     "audit_with_references",
     "check_attacks",
     "default_attacks",
+    "plan_references",
     "reference_attacks",
     "reference_infos",
     "reference_signals",
     "resolve_rmia_a",
+    "train_and_score",
 ]
 
 #: The per-text signal of the references and the target: the ``loss`` attack, −NLL.
@@ -291,26 +293,53 @@ def reference_signals(
             f"train_lm: expected a callable train_lm(texts, seed) -> (model, tokenizer), "
             f"got {type(train_lm).__name__}"
         )
+    keep, seeds = plan_references(len(checked), n_references, seed)
+    signals = np.empty(keep.shape, dtype=np.float64)
+    for i in range(keep.shape[0]):
+        signals[i] = train_and_score(
+            checked, keep[i], int(seeds[i]), train_lm, signal=signal, batch_size=batch_size,
+            quiet=quiet,
+        )  # fmt: skip
+    return signals, keep
+
+
+def plan_references(
+    n_texts: int, n_references: int, seed: int = 0
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """The keep matrix ``(m, n)`` (every text IN for ``round(m / 2)`` references) and the ``m``
+    training seeds that :func:`reference_signals` draws from ``seed``."""
     m = check_count(n_references, "n_references", MIN_REFERENCES)
     rng = np.random.default_rng(seed)
-    keep = keep_matrix(m, len(checked), rng)
+    keep = keep_matrix(m, n_texts, rng)
     seeds = rng.integers(0, _SEED_BOUND, size=m)
-    signals = np.empty((m, len(checked)), dtype=np.float64)
-    for i in range(m):
-        train = [t for t, k in zip(checked, keep[i], strict=True) if k]
-        if not train:
-            raise ValidationError(
-                f"n_references={m} with {len(checked)} texts: reference {i} would train on no "
-                "text; use more texts"
-            )
-        out = train_lm(train, int(seeds[i]))
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise ValidationError(
-                f"train_lm: expected it to return (model, tokenizer), got {type(out).__name__}"
-            )
-        model, tokenizer = out
-        signals[i] = _signal_of(model, tokenizer, checked, signal, batch_size, quiet)
-    return signals, keep
+    return keep, seeds
+
+
+def train_and_score(
+    texts: list[str],
+    keep_row: NDArray[np.bool_],
+    seed: int,
+    train_lm: TrainLM,
+    *,
+    signal: str = DEFAULT_SIGNAL,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quiet: bool | None = True,
+) -> NDArray[np.float64]:
+    """Train one reference on ``texts[keep_row]`` with ``train_lm(.., seed)`` and return the
+    ``signal`` of every text under it, shape ``(n,)``."""
+    train = [t for t, k in zip(texts, keep_row, strict=True) if k]
+    if not train:
+        raise ValidationError(
+            f"n_references={len(keep_row)} with {len(texts)} texts: a reference would train on "
+            "no text; use more texts"
+        )
+    out = train_lm(train, seed)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValidationError(
+            f"train_lm: expected it to return (model, tokenizer), got {type(out).__name__}"
+        )
+    model, tokenizer = out
+    return _signal_of(model, tokenizer, texts, signal, batch_size, quiet)
 
 
 def default_attacks(signal: str = DEFAULT_SIGNAL) -> tuple[str, ...]:

@@ -1,0 +1,191 @@
+"""Reference LMs through the store and `mode: llm` with `llm.references` in `miaudit run`.
+
+Tiny models (GPT-2 d=32, 1 layer, 2 epochs, 4 references on 40 Python-docs texts): seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner
+
+from miaudit.cli import app
+from miaudit.config import LLM_REFERENCE_ATTACKS, parse_config
+from miaudit.exceptions import ValidationError
+from miaudit.llm.corpus import python_docs_corpus
+from miaudit.llm.demo import train_causal_lm
+from miaudit.llm.reference import REFERENCE_ATTACKS, reference_signals
+from miaudit.llm.reference_run import (
+    ReferenceSpec,
+    make_train_lm,
+    stored_reference_signals,
+)
+from miaudit.llm.target import LanguageModelTarget
+from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+
+runner = CliRunner()
+N_TEXTS = 40
+N_REFERENCES = 4
+EPOCHS = 2.0
+SEED = 3
+ARCH = {"n_positions": 64, "n_embd": 32, "n_layer": 1, "n_head": 2}
+TRAIN = {"batch_size": 8, "block_size": 32, "learning_rate": 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny models: one torch thread is fastest and deterministic on a shared machine."""
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    corpus = python_docs_corpus()
+    rng = np.random.default_rng(SEED)
+    return [corpus[i].text for i in rng.choice(len(corpus), N_TEXTS, replace=False)]
+
+
+class Counting:
+    """``train_lm`` with the demo's trainer that counts its calls."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.calls = 0
+
+    def __call__(self, texts: list[str], seed: int) -> tuple[Any, Any]:
+        self.calls += 1
+        model = tiny_gpt2(self.tok, **ARCH, seed=seed)
+        train_causal_lm(model, self.tok, texts, epochs=EPOCHS, seed=seed, quiet=True, **TRAIN)
+        return model, self.tok
+
+
+def test_config_lists_every_reference_attack():
+    assert LLM_REFERENCE_ATTACKS == tuple(REFERENCE_ATTACKS)
+
+
+def test_store_gives_the_same_signals_and_trains_only_what_is_missing(docs, tmp_path):
+    train_lm = Counting(train_bpe_tokenizer(docs, 300))
+    direct, keep = reference_signals(docs, train_lm, N_REFERENCES, seed=SEED)
+    desc = {"recipe": "test", "epochs": EPOCHS}
+    kw: dict[str, Any] = {"description": desc, "store_root": tmp_path, "seed": SEED}
+    train_lm.calls = 0
+    stored, keep2, trained = stored_reference_signals(docs, train_lm, N_REFERENCES, **kw)
+    np.testing.assert_array_equal(keep2, keep)
+    np.testing.assert_allclose(stored, direct, rtol=1e-6)  # same seeds, same training
+    assert trained == list(range(N_REFERENCES)) and train_lm.calls == N_REFERENCES
+    # Again: everything from the store, nothing trained, identical arrays.
+    again, _, trained = stored_reference_signals(docs, train_lm, N_REFERENCES, **kw)
+    assert trained == [] and train_lm.calls == N_REFERENCES
+    np.testing.assert_array_equal(again, stored)
+    # A damaged file is detected by its checksum and only that reference is trained again.
+    (folder,) = tmp_path.glob("llm-references-*")
+    np.save(folder / "signals_00002.npy", np.zeros(N_TEXTS))
+    fixed, _, trained = stored_reference_signals(docs, train_lm, N_REFERENCES, **kw)
+    assert trained == [2]
+    np.testing.assert_allclose(fixed, stored, rtol=1e-6)
+    # Other texts or another description: another folder (keyed by content, not by name).
+    stored_reference_signals(docs[1:], train_lm, 2, **kw)
+    stored_reference_signals(docs, train_lm, 2, **{**kw, "description": {**desc, "epochs": 3}})
+    assert len(list(tmp_path.glob("llm-references-*"))) == 3
+
+
+def test_demo_recipe_retrains_the_target_architecture(docs):
+    tok = train_bpe_tokenizer(docs, 300)
+    target = LanguageModelTarget(tiny_gpt2(tok, **ARCH), tok)
+    train_lm, desc = make_train_lm(ReferenceSpec(params={"epochs": 1.0, **TRAIN}), target)
+    model, tok2 = train_lm(docs[:10], 7)
+    assert tok2 is tok and model.config.n_embd == ARCH["n_embd"]
+    assert desc["architecture"]["n_layer"] == ARCH["n_layer"] and desc["params"]["epochs"] == 1.0
+    # The same seed gives the same weights; the description changes with the parameters.
+    again, _ = train_lm(docs[:10], 7)
+    for p, q in zip(model.parameters(), again.parameters(), strict=True):
+        assert bool((p == q).all())
+    _, other = make_train_lm(ReferenceSpec(params={"epochs": 2.0}), target)
+    assert other != desc
+    with pytest.raises(ValidationError, match="lr"):
+        make_train_lm(ReferenceSpec(params={"lr": 1.0}), target)
+    with pytest.raises(ValidationError, match="module:function"):
+        make_train_lm(ReferenceSpec(train="demo_recipe"), target)
+
+
+def _write_run(tmp_path: Path, docs: list[str], references: str, trust: bool = False) -> Path:
+    tok = train_bpe_tokenizer(docs, 300)
+    model = tiny_gpt2(tok, **ARCH, seed=SEED)
+    members, non_members = docs[: len(docs) // 2], docs[len(docs) // 2 :]
+    train_causal_lm(model, tok, members, epochs=EPOCHS, seed=SEED, quiet=True, **TRAIN)
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    for name, texts in (("members", members), ("non_members", non_members)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i, text in enumerate(texts):
+                f.write(json.dumps({"id": f"{name}-{i}", "text": text}) + "\n")
+    path = tmp_path / "audit.yaml"
+    path.write_text(
+        f"mode: llm\nseed: 0\nquiet: true\noutput: out\ntrust_code: {str(trust).lower()}\n"
+        "llm: {model: lm, members: members.jsonl, non_members: non_members.jsonl, "
+        f"id_field: id, max_length: 64, references: {references}}}\n"
+        "attacks: [loss, min_k]\nfprs: [0.1]\n"
+    )
+    return path
+
+
+def test_run_llm_mode_with_references_from_yaml(docs, tmp_path):
+    refs = (
+        f"{{n: {N_REFERENCES}, epochs: {EPOCHS}, params: {json.dumps(TRAIN)}, "
+        "attacks: [lira, lira_offline, attack_r, rmia]}"
+    )
+    path = _write_run(tmp_path, docs, refs)
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["attacks"]) == {"loss", "min_k", "lira", "lira_offline", "attack_r", "rmia"}
+    assert "Zarifzadeh" in metrics["attacks"]["rmia"]["paper"]
+    info = metrics["config"]["llm_findings"]["references"]
+    assert info["trained_now"] == N_REFERENCES and info["from_store"] == 0
+    assert info["params"]["epochs"] == EPOCHS
+    assert "rmia" in json.dumps(metrics["config"]["llm_findings"]["blind_baseline"])
+    first = (tmp_path / "out" / "scores.csv").read_text()
+    assert "rmia" in first.splitlines()[0]
+    # A second run reads the references from the store and gives the same scores.
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    info = metrics["config"]["llm_findings"]["references"]
+    assert info["trained_now"] == 0 and info["from_store"] == N_REFERENCES
+    assert (tmp_path / "out" / "scores.csv").read_text() == first
+
+
+def test_references_config_errors(tmp_path, docs):
+    base = {"mode": "llm", "llm": {"model": "lm", "members": "a", "non_members": "b"}}
+
+    def refs(**kw: Any) -> dict[str, Any]:
+        return {**base, "llm": {**base["llm"], "references": kw}}
+
+    for bad, word in (
+        (refs(n=1), "n"),
+        (refs(attacks=["rmia_online"]), "attacks"),
+        (refs(train="mymodule"), "module:function"),
+        (refs(a=1.5), "a"),
+        (refs(signal="zlib"), "signal"),
+        (refs(epochs=3, params={"epochs": 4}, store="s"), None),
+    ):
+        if word is None:  # valid config; the clash is reported when the spec is built
+            from miaudit.llm.reference_run import spec_from_config
+
+            cfg = parse_config(bad)
+            with pytest.raises(ValidationError, match="epochs is given twice"):
+                spec_from_config(cfg.llm.references)
+            continue
+        with pytest.raises(Exception, match=word):
+            parse_config(bad)
+    # A user's training function is imported only with trust_code.
+    path = _write_run(tmp_path, docs[:8], "{n: 2, train: 'mypkg.train:train_lm'}")
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "trust_code" in result.output and "llm.references.train" in result.output
