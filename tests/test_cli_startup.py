@@ -106,6 +106,9 @@ def test_catalog_leaves_a_name_registered_twice_to_the_registry(tmp_path):
     [
         # registered by a call, not a decorator
         ('@register("loss")\nclass LossAttack', 'class LossAttack'),
+        # registered through the package, or under another name
+        ('@register("loss")', '@attacks.register("loss")'),
+        ("import register\n", "import register as register\n"),
         # a title that only running the module can tell
         ('title="LOSS: negative cross-entropy loss of the target model"', "title=TITLE"),
         # a registered class without an info of its own

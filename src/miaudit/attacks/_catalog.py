@@ -1,8 +1,8 @@
 """The list of attacks that ``miaudit attacks`` prints, read from source without importing them.
 
-Listing the attacks through the registry imports every attack module and numpy with them: a
-third of the command's start-up time. Yet what the listing shows is written as literals in the
-source of each built-in attack::
+Listing the attacks through the registry imports every attack module and numpy with them,
+about half of the command's start-up time. Yet what the listing shows is written as literals in
+the source of each built-in attack::
 
     @register("loss")
     class LossAttack(...):
@@ -15,8 +15,8 @@ of every module stay the same. The registry itself answers instead, so that the 
 always the registry's content, whenever
 
 * a module registers an attack in a way this reader does not follow (an ``info`` that is not
-  literal, a registered class without its own ``info``, a ``register`` call that is not a class
-  decorator, a sub-package);
+  literal, a registered class without its own ``info``, a ``register`` call that is not the
+  decorator of a module-level class, ``register`` imported under another name, a sub-package);
 * plug-in attacks are installed (the ``miaudit.attacks`` entry points): they must be imported to
   be described;
 * attacks are already registered in this process (anything may have been added at run time,
@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import zlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -59,6 +60,15 @@ INFO_ATTRIBUTE = "info"
 INFO_CLASS = "AttackInfo"
 #: The entry-point group of plug-in attacks.
 ENTRY_POINT_GROUP = "miaudit.attacks"
+#: What registers an attack, in a module's text: a call of ``register`` (bare or as
+#: ``attacks.register``; ``OTHER.register`` belongs to another registry), of ``REGISTRY.register``
+#: or ``REGISTRY.add``, or either name imported under another name. Each must be a class
+#: decorator that :func:`_module_entries` reads, else the registry answers.
+_REGISTRATION_TEXT = re.compile(
+    rf"(?<![\w.]){REGISTER_NAME}\s*\(|\battacks\s*\.\s*{REGISTER_NAME}\s*\("
+    rf"|\b{REGISTRY_NAME}\s*\.\s*(?:{'|'.join(REGISTRY_METHODS)})\s*\("
+    rf"|\b(?:{REGISTER_NAME}|{REGISTRY_NAME})\s+as\s"
+)
 
 
 @dataclass(frozen=True)
@@ -185,29 +195,28 @@ def _module_entries(path: Path) -> list[CatalogEntry]:
     Raises
     ------
     _Unreadable
-        If the module calls ``register`` (or ``REGISTRY.register``/``add``) anywhere but as the
-        decorator of a class whose body assigns a literal ``info = AttackInfo(...)``.
+        If the module registers an attack (:data:`_REGISTRATION_TEXT`) anywhere but as the
+        decorator of a module-level class whose body assigns a literal ``info = AttackInfo(...)``.
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    registrations = {id(node) for node in ast.walk(tree) if _is_registration(node)}
-    entries = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ClassDef):
-            continue
-        for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Call) and id(decorator) in registrations:
-                registrations.remove(id(decorator))
-                entries.append(_class_entry(node, _literal_name(decorator)))
-    if registrations:
-        raise _Unreadable(f"{path.name}: an attack registered by a call, not a decorator")
+    text = path.read_text(encoding="utf-8")
+    registrations = len(_REGISTRATION_TEXT.findall(text))
+    if not registrations:
+        return []
+    entries = [
+        _class_entry(node, _literal_name(decorator))
+        for node in ast.parse(text, filename=str(path)).body
+        if isinstance(node, ast.ClassDef)
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call) and _is_registration(decorator)
+    ]
+    if len(entries) != registrations:
+        raise _Unreadable(f"{path.name}: an attack registered other than by a class decorator")
     return entries
 
 
-def _is_registration(node: ast.AST) -> bool:
-    """Whether ``node`` is a call ``register(...)`` or ``REGISTRY.register/add(...)``."""
-    if not isinstance(node, ast.Call):
-        return False
-    func = node.func
+def _is_registration(call: ast.Call) -> bool:
+    """Whether ``call`` calls ``register`` or ``REGISTRY.register``/``add``."""
+    func = call.func
     if isinstance(func, ast.Name):
         return func.id == REGISTER_NAME
     return (
