@@ -160,7 +160,8 @@ def test_cli_listing_without_numpy_is_the_registry_listing(tmp_path):
         first, _, listing = _fresh(code, tmp_path).partition("\n")
         assert first == "[]"
         assert listing == expected.output
-    assert (tmp_path / "miaudit" / cache_path(ATTACKS_DIR).name).is_file()
+    cache = cache_path(ATTACKS_DIR)
+    assert cache is not None and (tmp_path / "miaudit" / cache.name).is_file()
 
 
 def test_cli_lists_plugin_attacks_and_describes_one(tmp_path):

@@ -102,15 +102,22 @@ def attack_listing() -> list[CatalogEntry]:
         from miaudit.registry import scan_entry_points
 
         if not scan_entry_points(ENTRY_POINT_GROUP):
-            entries = read_catalog(Path(__file__).parent, cache_path(Path(__file__).parent))
+            package_dir = Path(__file__).parent
+            entries = read_catalog(package_dir, cache_path(package_dir))
             if entries is not None:
                 return entries
     return [CatalogEntry.from_info(cls.info) for _, cls in REGISTRY.items()]
 
 
-def cache_path(package_dir: Path) -> Path:
-    """The cache file of the attacks in ``package_dir`` (one per installed copy of miaudit)."""
-    home = os.environ.get(CACHE_HOME_VARIABLE) or str(Path.home() / DEFAULT_CACHE_HOME)
+def cache_path(package_dir: Path) -> Path | None:
+    """The cache file of the attacks in ``package_dir`` (one per installed copy of miaudit);
+    ``None`` without a cache folder (no ``$XDG_CACHE_HOME`` and no home folder)."""
+    home = os.environ.get(CACHE_HOME_VARIABLE)
+    if not home:
+        try:
+            home = str(Path.home() / DEFAULT_CACHE_HOME)
+        except (RuntimeError, KeyError):  # no $HOME and no password entry to find it in
+            return None
     tag = zlib.crc32(str(package_dir.resolve()).encode("utf-8"))
     return Path(home) / CACHE_SUBFOLDER / f"attack-catalog-{tag:08x}.json"
 
