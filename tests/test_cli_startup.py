@@ -78,7 +78,10 @@ def test_catalog_cache_is_used_and_follows_the_source(tmp_path):
     folder, cache = _copy_attacks(tmp_path), tmp_path / "cache" / "catalog.json"
     first = read_catalog(folder, cache)
     assert first == _registry_listing() and cache.is_file()
-    assert read_catalog(folder, cache) == first
+    # While the modules are unchanged, the cache answers (a title changed there is returned).
+    cache.write_text(cache.read_text().replace("LiRA online:", "LiRA (cached):"))
+    cached = {e.name: e.title for e in read_catalog(folder, cache) or []}
+    assert cached["lira"].startswith("LiRA (cached):")
 
     # An edited module (another size) is read again, and the cache rewritten.
     lira = folder / "lira.py"
