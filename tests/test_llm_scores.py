@@ -245,6 +245,8 @@ def test_registry_lists_every_attack():
         "neighbourhood",
         "recall",
         "gradient_norm",
+        "mlm_pll",
+        "mlm_ratio",
     }
 
 

@@ -34,6 +34,10 @@ Attacks with extra passes (their cost is stated per attack):
                     One more pass (over ``|P| + L`` tokens).
 ``gradient_norm``   ``−(1/|Θ|) Σ_θ ‖∇_θ NLL(x)‖_p`` over the model's parameter tensors (MIMIR,
                     Duan et al. 2024; Wang et al. 2024); one forward and backward per text.
+``mlm_pll``         ``PLL(x) = Σ_t log p(x_t | x_\\t)`` under the audited *masked* LM, each text
+                    token masked in turn (:mod:`miaudit.llm.mlm`); one MLM pass per token.
+``mlm_ratio``       ``PLL_target(x) − PLL_ref(x)`` against a reference masked LM (Mireshghallah
+                    et al., EMNLP 2022); one MLM pass per token of each model.
 =================== ========================================================================
 
 A new attack is one function registered with :func:`llm_attack`; it receives an
@@ -53,6 +57,7 @@ import torch
 from numpy.typing import NDArray
 
 from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.llm.mlm import DEFAULT_ROWS_PER_PASS, as_masked_lm, is_masked_lm, pseudo_log_likelihood
 from miaudit.llm.target import (
     DEFAULT_BATCH_SIZE,
     LanguageModelTarget,
@@ -451,6 +456,75 @@ def gradient_norm_attack(ctx: AttackContext, p: float = DEFAULT_GRAD_P) -> NDArr
     finally:
         model.train(was_training)
     return out
+
+
+# ----------------------------------------------------------------------------- masked LMs
+def _audited_mlm(ctx: AttackContext, model: Any, attack: str) -> tuple[Any, Any]:
+    """The audited masked LM: the ``model`` parameter, else the audited model itself."""
+    if model is not None:
+        return as_masked_lm(model, f"{attack}.model", device=ctx.target.device)
+    if is_masked_lm(ctx.target.model):
+        return ctx.target.model, ctx.target.tokenizer
+    raise MissingRequirementError(
+        f"{attack}: the audited model is not a masked LM ({type(ctx.target.model).__name__}); "
+        f"pass the masked LM as the model (score_texts(mlm, tokenizer, ...)) or as the "
+        f"attack parameter model=<folder> or (model, tokenizer)"
+    )
+
+
+@llm_attack(
+    "mlm_pll",
+    title="Masked-LM pseudo-log-likelihood",
+    paper="Mireshghallah et al., Quantifying Privacy Risks of Masked Language Models Using "
+    "Membership Inference Attacks, EMNLP 2022 (PLL: Salazar et al., ACL 2020)",
+    formula="PLL(x) = sum_t log p_MLM(x_t | x with token t masked), text tokens only",
+    one_pass=False,
+    cost="one masked-LM pass per token (batched)",
+)
+def mlm_pll_attack(
+    ctx: AttackContext, model: Any = None, rows_per_pass: int = DEFAULT_ROWS_PER_PASS
+) -> NDArray[np.float64]:
+    """``PLL(x)`` under the audited masked LM (the threshold baseline of Mireshghallah et
+    al. 2022); ``model``: a folder or ``(masked LM, tokenizer)``, default the audited model."""
+    mlm, tok = _audited_mlm(ctx, model, "mlm_pll")
+    return pseudo_log_likelihood(ctx.texts, mlm, tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet)
+
+
+@llm_attack(
+    "mlm_ratio",
+    title="Masked-LM likelihood ratio",
+    paper="Mireshghallah et al., Quantifying Privacy Risks of Masked Language Models Using "
+    "Membership Inference Attacks, EMNLP 2022",
+    formula="PLL_target(x) - PLL_ref(x), PLL(x) = sum_t log p_MLM(x_t | x with t masked)",
+    one_pass=False,
+    cost="one masked-LM pass per token, for the target and for the reference masked LM",
+)
+def mlm_ratio_attack(
+    ctx: AttackContext,
+    model: Any = None,
+    reference: Any = None,
+    rows_per_pass: int = DEFAULT_ROWS_PER_PASS,
+) -> NDArray[np.float64]:
+    """``PLL_target(x) − PLL_ref(x)``: the log pseudo-likelihood ratio of Mireshghallah et al.
+    2022. ``model`` as :func:`mlm_pll_attack`; ``reference``: a folder or ``(masked LM,
+    tokenizer)`` trained on similar data without the audited texts, default ``mask_model``
+    (``llm.mask_model`` in a config)."""
+    mlm, tok = _audited_mlm(ctx, model, "mlm_ratio")
+    if reference is None:
+        if ctx.mask_model is None:
+            raise MissingRequirementError(
+                "mlm_ratio: needs a reference masked LM: the attack parameter reference=<folder> "
+                "or (model, tokenizer), or mask_model"
+            )
+        reference = ctx.mask_model
+    ref_mlm, ref_tok = as_masked_lm(reference, "mlm_ratio.reference", device=ctx.target.device)
+    target = pseudo_log_likelihood(
+        ctx.texts, mlm, tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet
+    )
+    ref = pseudo_log_likelihood(
+        ctx.texts, ref_mlm, ref_tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet
+    )
+    return target - ref
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -1,0 +1,216 @@
+"""Masked-LM pseudo-log-likelihood and the likelihood-ratio attack (Mireshghallah et al. 2022)
+against an independent computation: one masked copy at a time, no padding, plain
+``torch.log_softmax`` in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import transformers
+
+from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.llm import score_texts
+from miaudit.llm.mlm import load_masked_lm, pseudo_log_likelihood, token_pseudo_log_probs
+from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+CORPUS = [
+    "Return the number of items in a container.",
+    "Open file and return a corresponding file object.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Lists are mutable sequences, typically used to store collections of items.",
+    "Tuples are immutable sequences, typically used to store heterogeneous data.",
+    "A dictionary maps hashable keys to arbitrary objects.",
+    "Strings are immutable sequences of Unicode code points.",
+    "Sets are unordered collections of distinct hashable objects.",
+]
+#: Context of the tiny BERT: the longest text below needs several windows.
+CONTEXT = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny models: one torch thread is fastest and deterministic on a shared machine."""
+
+
+def _wordpiece_tokenizer(texts):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=SPECIALS)
+    )
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def _bert(tok, seed):
+    cfg = transformers.BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=CONTEXT,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=tok.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.BertForMaskedLM(cfg)
+    with torch.no_grad():  # sharper than the random init
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mlm():
+    tok = _wordpiece_tokenizer(CORPUS * 2)
+    return _bert(tok, 0), _bert(tok, 1), tok
+
+
+def _independent_pll(model, tok, text):
+    """log p(x_t | x_\\t) one masked copy at a time; windows of CONTEXT tokens with [CLS] and
+    [SEP] around each consecutive piece of the text's tokens."""
+    body = tok(text, add_special_tokens=False)["input_ids"]
+    room = CONTEXT - 2
+    out = []
+    for i in range(0, len(body), room):
+        window = [tok.cls_token_id, *body[i : i + room], tok.sep_token_id]
+        for pos in range(1, len(window) - 1):
+            x = torch.tensor([window])
+            x[0, pos] = tok.mask_token_id
+            with torch.no_grad():
+                logits = model(input_ids=x).logits[0, pos].double()
+            out.append(float(torch.log_softmax(logits, dim=-1)[window[pos]]))
+    return np.array(out)
+
+
+def test_pll_matches_one_masked_copy_at_a_time(mlm):
+    model, _, tok = mlm
+    texts = [*CORPUS[:4], " ".join(CORPUS[3:7]), "sets"]
+    assert len(tok(texts[4])["input_ids"]) > 2 * CONTEXT  # three windows or more
+    got = token_pseudo_log_probs(texts, model, tok, rows_per_pass=7)
+    for text, g in zip(texts, got, strict=True):
+        ref = _independent_pll(model, tok, text)
+        np.testing.assert_allclose(g, ref, atol=1e-4, rtol=0)
+    pll = pseudo_log_likelihood(texts, model, tok)
+    np.testing.assert_allclose(pll, [g.sum() for g in got], atol=1e-4, rtol=0)
+    # A text alone scores the same as in a padded batch.
+    alone = pseudo_log_likelihood(texts[5:], model, tok)
+    assert alone[0] == pytest.approx(pll[5], abs=1e-5)
+
+
+def test_ratio_attack_formula_and_sign(mlm):
+    model, ref, tok = mlm
+    texts = CORPUS[:3]
+    out = score_texts(
+        model, tok, texts, ["mlm_pll", "mlm_ratio"], params={"mlm_ratio": {"reference": (ref, tok)}}
+    )
+    target_pll = np.array([_independent_pll(model, tok, t).sum() for t in texts])
+    ref_pll = np.array([_independent_pll(ref, tok, t).sum() for t in texts])
+    np.testing.assert_allclose(out["mlm_pll"], target_pll, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out["mlm_ratio"], target_pll - ref_pll, atol=1e-4, rtol=0)
+    # The reference from mask_model gives the same numbers.
+    via_mask = score_texts(model, tok, texts, ["mlm_ratio"], mask_model=(ref, tok))
+    np.testing.assert_allclose(via_mask["mlm_ratio"], out["mlm_ratio"], atol=1e-9)
+
+
+def _train_mlm(model, tok, texts, steps):
+    """Fine-tune on ``texts``: every step masks each text token in turn (the PLL objective)."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    batch = tok(
+        texts,
+        padding=True,
+        truncation=True,
+        max_length=CONTEXT,
+        return_tensors="pt",
+        return_special_tokens_mask=True,
+    )
+    ids, att = batch["input_ids"], batch["attention_mask"]
+    own = (batch["special_tokens_mask"] == 0) & (att == 1)
+    rows, cols = own.nonzero(as_tuple=True)
+    x = ids[rows].clone()
+    labels = torch.full_like(x, -100)
+    r = torch.arange(len(rows))
+    labels[r, cols] = x[r, cols]
+    x[r, cols] = tok.mask_token_id
+    for _ in range(steps):
+        opt.zero_grad()
+        model(input_ids=x, attention_mask=att[rows], labels=labels).loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_fine_tuned_members_score_higher(mlm):
+    """Sign convention: a copy of the reference fine-tuned on 4 member texts gives every member
+    a higher PLL_target − PLL_ref than every non-member (higher = member)."""
+    _, ref, tok = mlm
+    target = _bert(tok, 1)
+    members, non_members = CORPUS[:4], CORPUS[4:]
+    _train_mlm(target, tok, members, steps=30)
+    scores = score_texts(
+        target,
+        tok,
+        members + non_members,
+        ["mlm_ratio"],
+        params={"mlm_ratio": {"reference": (ref, tok)}},
+    )["mlm_ratio"]
+    assert scores[:4].min() > scores[4:].max()
+    assert scores[:4].min() > 0
+
+
+def test_folder_loading_and_errors(mlm, tmp_path):
+    model, ref, tok = mlm
+    model.save_pretrained(tmp_path / "t")
+    tok.save_pretrained(tmp_path / "t")
+    ref.save_pretrained(tmp_path / "r")
+    tok.save_pretrained(tmp_path / "r")
+    loaded, ltok = load_masked_lm(tmp_path / "t")
+    texts = CORPUS[:2]
+    np.testing.assert_allclose(
+        pseudo_log_likelihood(texts, loaded, ltok),
+        pseudo_log_likelihood(texts, model, tok),
+        atol=1e-5,
+    )
+    # A causal audited model with the masked LMs as attack parameters (the config route).
+    gtok = train_bpe_tokenizer(CORPUS, 300)
+    causal = tiny_gpt2(gtok, n_embd=16, n_layer=1, n_head=2)
+    out = score_texts(
+        causal,
+        gtok,
+        texts,
+        ["mlm_ratio"],
+        params={"mlm_ratio": {"model": str(tmp_path / "t"), "reference": str(tmp_path / "r")}},
+    )["mlm_ratio"]
+    expected = pseudo_log_likelihood(texts, model, tok) - pseudo_log_likelihood(texts, ref, tok)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    with pytest.raises(MissingRequirementError, match="not a masked LM"):
+        score_texts(causal, gtok, texts, ["mlm_pll"])
+    with pytest.raises(MissingRequirementError, match="reference masked LM"):
+        score_texts(model, tok, texts, ["mlm_ratio"])
+    with pytest.raises(ValidationError, match="mask token"):
+        pseudo_log_likelihood(texts, model, gtok)
+    with pytest.raises(ValidationError, match="not a folder"):
+        load_masked_lm(tmp_path / "missing")
+    with pytest.raises(ValidationError, match=r"mlm_ratio\.reference"):
+        score_texts(model, tok, texts, ["mlm_ratio"], params={"mlm_ratio": {"reference": 3}})
