@@ -247,6 +247,7 @@ def test_registry_lists_every_attack():
         "gradient_norm",
         "mlm_pll",
         "mlm_ratio",
+        "dc_pdd",
     }
 
 

@@ -34,6 +34,9 @@ Attacks with extra passes (their cost is stated per attack):
                     One more pass (over ``|P| + L`` tokens).
 ``gradient_norm``   ``−(1/|Θ|) Σ_θ ‖∇_θ NLL(x)‖_p`` over the model's parameter tensors (MIMIR,
                     Duan et al. 2024; Wang et al. 2024); one forward and backward per text.
+``dc_pdd``          ``mean_{t ∈ FOS(x)} min(−p_t log f(x_t), a)``, ``f`` the Laplace-smoothed
+                    token frequencies of a reference corpus, ``FOS`` first occurrences (Zhang
+                    et al., EMNLP 2024; :mod:`miaudit.llm.dcpdd`); reads the shared pass.
 ``mlm_pll``         ``PLL(x) = Σ_t log p(x_t | x_\\t)`` under the audited *masked* LM, each text
                     token masked in turn (:mod:`miaudit.llm.mlm`); one MLM pass per token.
 ``mlm_ratio``       ``PLL_target(x) − PLL_ref(x)`` against a reference masked LM (Mireshghallah
@@ -50,6 +53,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +61,13 @@ import torch
 from numpy.typing import NDArray
 
 from miaudit.exceptions import MissingRequirementError, ValidationError
+from miaudit.llm.dcpdd import (
+    DEFAULT_CLIP,
+    TokenFrequencies,
+    as_token_frequencies,
+    check_clip,
+    dc_pdd_score,
+)
 from miaudit.llm.mlm import DEFAULT_ROWS_PER_PASS, as_masked_lm, is_masked_lm, pseudo_log_likelihood
 from miaudit.llm.target import (
     DEFAULT_BATCH_SIZE,
@@ -455,6 +466,54 @@ def gradient_norm_attack(ctx: AttackContext, p: float = DEFAULT_GRAD_P) -> NDArr
                 out[i] = -float(torch.stack(norms).mean())
     finally:
         model.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------------- DC-PDD
+@llm_attack(
+    "dc_pdd",
+    title="DC-PDD (frequency-calibrated token probabilities)",
+    paper="Zhang et al., Pretraining Data Detection for Large Language Models: A "
+    "Divergence-based Calibration Method, EMNLP 2024",
+    formula=(
+        "mean over first occurrences t of min(-p_t log f(x_t), a), p_t = p(x_t | x_<t), "
+        "f(v) = (count_corpus(v) + 1) / (N_corpus + |V|)"
+    ),
+    one_pass=True,
+    cost="none beyond the shared pass (plus tokenizing the reference corpus once)",
+)
+def dc_pdd_attack(
+    ctx: AttackContext, corpus: Any = None, a: float = DEFAULT_CLIP
+) -> NDArray[np.float64]:
+    """DC-PDD score ``β(x)`` (:mod:`miaudit.llm.dcpdd`). ``corpus``: the reference corpus
+    ``D'`` whose token frequencies calibrate the probabilities, as a local file or folder of
+    texts, a sequence of texts, or a :class:`~miaudit.llm.dcpdd.TokenFrequencies`; it must not
+    contain the audited texts. ``a``: the upper bound of each token's term."""
+    clip = check_clip(a)
+    if corpus is None:
+        raise MissingRequirementError(
+            "dc_pdd: needs corpus, a reference corpus of the same kind of text (a local file, "
+            "folder, list of texts or TokenFrequencies) that holds none of the audited texts"
+        )
+    if isinstance(corpus, (str, Path)):
+        from miaudit.llm.data import load_texts
+
+        corpus = load_texts(corpus)[0]
+    if not isinstance(corpus, TokenFrequencies):
+        corpus = check_texts(corpus, "corpus")
+        audited = set(ctx.texts)
+        clash = [i for i, t in enumerate(corpus) if t in audited]
+        if clash:
+            raise ValidationError(
+                f"corpus[{clash[0]}]: an audited text is in the reference corpus; its tokens "
+                "would lower its own score"
+            )
+    freq = as_token_frequencies(corpus, ctx.target.tokenizer)
+    log_f = freq.log_frequencies
+    encoded = ctx.target.encode(ctx.texts)
+    out = np.empty(len(ctx.texts), dtype=np.float64)
+    for i, (s, ids) in enumerate(zip(ctx.stats, encoded, strict=True)):
+        out[i] = dc_pdd_score(s.log_probs, ids[1:], log_f, clip)
     return out
 
 
