@@ -42,7 +42,7 @@ Exposure by extrapolation (Carlini et al. 2019, Sec. 4.3)
     than every sampled candidate (``beyond_sample``); there the skew-normal's tail shape was
     never checked against data, and errors of several bits are usual (measured on candidates
     drawn from a known skew-normal, ``a = 4``: with 1,000 candidates the estimate of an
-    exposure of 20 bits was off by up to 6 bits over 20 draws; with 5,000 by up to 2 bits).
+    exposure of 20 bits was off by up to 6.4 bits over 20 draws; with 5,000 by up to 2.2).
     A fit that the Kolmogorov–Smirnov distance rejects (``poor_fit``) makes the extrapolation
     meaningless whatever the rank.
 """
