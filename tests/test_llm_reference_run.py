@@ -184,8 +184,32 @@ def test_references_config_errors(tmp_path, docs):
             continue
         with pytest.raises(Exception, match=word):
             parse_config(bad)
+    # Tuning offline RMIA's a needs 4 references; the error comes before any training.
+    path = _write_run(tmp_path, docs[:8], "{n: 2}")
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code != 0 and "n >= 4" in result.output, result.output
     # A user's training function is imported only with trust_code.
     path = _write_run(tmp_path, docs[:8], "{n: 2, train: 'mypkg.train:train_lm'}")
     result = runner.invoke(app, ["run", str(path)])
     assert result.exit_code == 2, result.output
     assert "trust_code" in result.output and "llm.references.train" in result.output
+
+
+def test_demo_with_references_adds_them_and_reuses_the_store(tmp_path):
+    from dataclasses import replace
+
+    from miaudit.llm.demo import run_llm_demo, small_demo_config
+
+    cfg = replace(
+        small_demo_config(), n_records=80, n_canaries=24, n_candidates=16, exposure_per_tier=2,
+        n_shifted=20, vocab_size=300, n_embd=32, n_layer=1, n_head=2, epochs=2.0,
+        n_references=4,
+    )  # fmt: skip
+    result = run_llm_demo(tmp_path, quiet=True, seed=0, config=cfg)
+    assert set(REFERENCE_ATTACKS) <= set(result.metrics)
+    refs = result.config["llm"]["references"]
+    assert refs["trained_now"] == 4 and refs["from_store"] == 0
+    again = run_llm_demo(tmp_path, quiet=True, seed=0, config=cfg)
+    assert again.config["llm"]["references"]["from_store"] == 4
+    for name in REFERENCE_ATTACKS:
+        assert again.metrics[name].auc == result.metrics[name].auc

@@ -14,9 +14,14 @@ Nothing is downloaded. :func:`run_llm_demo`
    (main report in ``output_dir``), the canaries per tier with exposure
    (``output_dir/canaries.csv``, and ``config["llm"]["canaries"]``), and a deliberately shifted
    split — members only from the pydoc topics, non-members only from module docstrings — on
-   which the blind baseline must flag the shift (``output_dir/shifted/``).
+   which the blind baseline must flag the shift (``output_dir/shifted/``);
+5. trains ``n_references`` reference LMs with the target's recipe on random halves of the
+   records (kept in ``output_dir/references``, so a re-run reuses them) and adds LiRA online/
+   offline, Attack-R and RMIA online/offline on the loss signal to the main report
+   (:mod:`miaudit.llm.reference`).
 
-With the default :class:`LLMDemoConfig` it runs in well under 3 minutes on 2 CPU cores.
+With the default :class:`LLMDemoConfig` it runs in about 90 s on 2 shared CPU cores (references
+52 s of it; measured), under 3 minutes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from miaudit._progress import progress
 from miaudit._threads import torch_threads
@@ -38,6 +44,7 @@ from miaudit.llm.attacks import ONE_PASS_ATTACKS
 from miaudit.llm.audit import _finish, _run_attacks, audit_canaries
 from miaudit.llm.canaries import insert_canaries, make_canaries
 from miaudit.llm.corpus import PYDOC_SOURCE, DocRecord, python_docs_corpus
+from miaudit.llm.reference_run import add_reference_attacks
 from miaudit.llm.target import LanguageModelTarget
 from miaudit.llm.tiny import END_OF_TEXT, tiny_gpt2, train_bpe_tokenizer
 from miaudit.metrics import DEFAULT_FPRS
@@ -68,6 +75,11 @@ class LLMDemoConfig:
     exposure_per_tier: int = 8
     score_batch_size: int = 32
     n_shifted: int = 200
+    #: Reference LMs (0: none) trained with the target's recipe on random halves of the
+    #: records, for LiRA, Attack-R and RMIA (:mod:`miaudit.llm.reference`). 4 cost ~52 s on
+    #: the 2-core machine (demo ~90 s fresh); kept in ``output_dir/references``, so a re-run
+    #: trains none. Online LiRA needs more (2 IN / 2 OUT per text fit poor Gaussians).
+    n_references: int = 4
 
 
 def _pack(ids: list[list[int]], block: int, eos: int, rng: np.random.Generator) -> torch.Tensor:
@@ -256,6 +268,10 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     table.to_csv(out / "canaries.csv")
     timings["canaries"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    references = _references(out, cfg, tokenizer, texts, scores["loss"], seed)
+    timings["references"] = time.perf_counter() - t
+
     # The shifted split: members only from the pydoc topics, non-members only from modules.
     is_pydoc = np.array([r.source == PYDOC_SOURCE for r in records])
     sm = np.flatnonzero(member & is_pydoc)[: cfg.n_shifted]
@@ -297,6 +313,12 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
         },
         output_dir=None,
     )
+    if references is not None:
+        ref_scores, ref_infos, summary = references
+        result = add_reference_attacks(
+            result, scores, ref_scores, ref_infos, member, summary, blind=True,
+            fprs=DEFAULT_FPRS, seed=seed,
+        )  # fmt: skip
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     result.timings.update(timings)
@@ -318,6 +340,52 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     return result
 
 
+def _references(
+    out: Path,
+    cfg: LLMDemoConfig,
+    tokenizer: Any,
+    texts: list[str],
+    target_loss: NDArray[np.float64],
+    seed: int,
+) -> tuple[dict[str, NDArray[np.float64]], dict[str, dict[str, Any]], dict[str, Any]] | None:
+    """``cfg.n_references`` reference LMs with the target's architecture and training
+    hyper-parameters on random halves of the records (not the canaries), kept in
+    ``out/references`` (a re-run trains none), and the reference attacks on the target's loss."""
+    if cfg.n_references == 0:
+        return None
+    from miaudit.llm.reference import (
+        REFERENCE_ATTACKS,
+        reference_attacks,
+        reference_infos,
+        resolve_rmia_a,
+    )
+    from miaudit.llm.reference_run import DemoTrainer, stored_reference_signals
+
+    arch = tiny_gpt2(
+        tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+    ).config  # fmt: skip
+    hp = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
+          "learning_rate": cfg.learning_rate}  # fmt: skip
+    train_lm = DemoTrainer(
+        arch, tokenizer, cfg.epochs, cfg.batch_size, cfg.block_size, cfg.learning_rate
+    )
+    description = {"recipe": "llm demo", "params": hp, "architecture": arch.to_dict(),
+                   "tokenizer": len(tokenizer), "texts_in_tokenizer": len(texts)}  # fmt: skip
+    refs, keep, trained = stored_reference_signals(
+        texts, train_lm, cfg.n_references, description=description,
+        store_root=out / "references", seed=seed, batch_size=cfg.score_batch_size,
+    )  # fmt: skip
+    a = resolve_rmia_a(refs, keep)
+    names = tuple(REFERENCE_ATTACKS)
+    scores = reference_attacks(target_loss, refs, keep, attacks=names, a=a)
+    infos = reference_infos(names, n_references=cfg.n_references, a=a)
+    summary = {"n": cfg.n_references, "train": "the demo's recipe", "params": hp,
+               "trained_now": len(trained), "from_store": cfg.n_references - len(trained),
+               "rmia_a": a}  # fmt: skip
+    return scores, infos, summary
+
+
 def small_demo_config() -> LLMDemoConfig:
     """A smaller demo for tests (a few seconds of training)."""
     return replace(
@@ -327,4 +395,5 @@ def small_demo_config() -> LLMDemoConfig:
         n_candidates=64,
         exposure_per_tier=6,
         n_shifted=80,
+        n_references=0,
     )

@@ -154,6 +154,9 @@ DEFAULT_SIGNAL = "loss"
 DEFAULT_VARIANCE = "auto"
 #: Fewest references: with a balanced keep matrix each text then has one IN and one OUT model.
 MIN_REFERENCES = 2
+#: Fewest references for ``a="auto"``: with every text IN for ``m / 2`` of them, a reference
+#: playing the target finds OUT models among the others for both its IN and its OUT texts.
+MIN_TUNING_REFERENCES = 4
 #: Bound of the per-reference training seeds drawn from ``seed``.
 _SEED_BOUND = 2**31 - 1
 
@@ -556,6 +559,13 @@ def resolve_rmia_a(
         if population_reference is None
         else _likelihood(np.asarray(population_reference, dtype=np.float64), "population_reference")
     )
+    if ref.shape[0] < MIN_TUNING_REFERENCES:
+        raise ValidationError(
+            f"a: 'auto' tunes offline RMIA's a with each reference in turn as the target, which "
+            f"needs at least {MIN_TUNING_REFERENCES} references (so that the others have OUT "
+            f"models for its members and non-members); got {ref.shape[0]}. Use more references "
+            "or give a number in [0, 1]"
+        )
     return tune_rmia_a(p_r, kp, pr, gamma=gamma)
 
 

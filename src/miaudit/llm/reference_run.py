@@ -49,6 +49,7 @@ from miaudit.llm.reference import (
     DEFAULT_GAMMA,
     DEFAULT_RMIA_A,
     DEFAULT_SIGNAL,
+    MIN_TUNING_REFERENCES,
     TrainLM,
     check_attacks,
     plan_references,
@@ -65,7 +66,9 @@ from miaudit.registry import check_call, import_object
 
 __all__ = [
     "DEMO_RECIPE",
+    "DemoTrainer",
     "ReferenceSpec",
+    "add_reference_attacks",
     "audit_texts_with_references",
     "make_train_lm",
     "spec_from_config",
@@ -145,8 +148,10 @@ def spec_from_config(cfg: Any) -> ReferenceSpec:
 
 
 @dataclass
-class _DemoTrainer:
-    """``train_lm`` of the ``"demo"`` recipe (picklable: config, tokenizer, numbers)."""
+class DemoTrainer:
+    """``train_lm(texts, seed)`` of the ``"demo"`` recipe: a fresh model from
+    ``model_config`` (weights from ``seed``) trained by
+    :func:`~miaudit.llm.demo.train_causal_lm` (picklable: config, tokenizer, numbers)."""
 
     model_config: Any
     tokenizer: Any
@@ -210,7 +215,7 @@ def make_train_lm(spec: ReferenceSpec, target: LanguageModelTarget) -> tuple[Tra
                 "training function as 'module:function' (with trust_code)"
             )
         hp = {**DEMO_DEFAULTS, **params}
-        trainer = _DemoTrainer(
+        trainer = DemoTrainer(
             target.model.config, tok, float(hp["epochs"]), int(hp["batch_size"]),
             int(hp["block_size"]), float(hp["learning_rate"]),
         )  # fmt: skip
@@ -426,6 +431,12 @@ def audit_texts_with_references(
     """
     t0 = time.perf_counter()
     ref_names = check_attacks(references.attacks, references.signal)
+    least = MIN_TUNING_REFERENCES
+    if "rmia_offline" in ref_names and references.a == "auto" and references.n < least:
+        raise ValidationError(
+            f"llm.references: offline RMIA with a: auto needs n >= {least} references to tune "
+            f"a on them, got n = {references.n}; raise n, give a, or leave rmia_offline out"
+        )
     if duplicates == "remove":
         split, dup = remove_duplicates(split)
     else:
@@ -469,31 +480,14 @@ def audit_texts_with_references(
         scores, is_member, texts, split.record_ids, names, params=dict(params or {}), k=k,
         blind=blind, fprs=fprs, seed=seed, timings=timings, extra=extra, output_dir=None,
     )  # fmt: skip
-    infos = {
-        **base.attacks,
-        **reference_infos(
-            ref_names,
-            signal=references.signal,
-            n_references=references.n,
-            gamma=references.gamma,
-            a=a_used,
-        ),
-    }
-    every = {**scores, **ref_scores}
-    result = build_result(
-        {n: np.asarray(s, dtype=np.float64)[None, :] for n, s in every.items()},
-        is_member[None, :],
-        np.asarray(split.record_ids, dtype=object),
-        None,
-        ["target"],
-        fprs=fprs,
-        seed=seed,
-        attacks=infos,
+    infos = reference_infos(
+        ref_names,
+        signal=references.signal,
+        n_references=references.n,
+        gamma=references.gamma,
+        a=a_used,
     )
-    llm = dict(base.config["llm"])
-    llm["attacks"] = {n: infos[n]["formula"] for n in every}
-    llm["n_nan_scores"] = {n: int(np.isnan(s).sum()) for n, s in every.items()}
-    llm["references"] = {
+    summary = {
         "n": references.n,
         "train": references.train,
         "params": description.get("params", {}),
@@ -503,10 +497,48 @@ def audit_texts_with_references(
         "gamma": references.gamma,
         "store": str(Path(store_root)),
     }
+    return add_reference_attacks(
+        base, scores, ref_scores, infos, is_member, summary, blind=blind, fprs=fprs, seed=seed
+    )
+
+
+def add_reference_attacks(
+    base: AuditResult,
+    scores: Mapping[str, NDArray[np.float64]],
+    ref_scores: Mapping[str, NDArray[np.float64]],
+    ref_infos: Mapping[str, dict[str, Any]],
+    is_member: NDArray[np.bool_],
+    summary: Mapping[str, Any],
+    *,
+    blind: bool,
+    fprs: Sequence[float],
+    seed: int,
+) -> AuditResult:
+    """``base`` (from :func:`miaudit.llm.audit._finish` on the one-model ``scores``) rebuilt
+    with the reference attacks as extra attacks: metrics, ROCs, headline, ``scores.csv``; the
+    blind columns kept and the blind verdict recomputed against every attack;
+    ``config["llm"]["references"] = summary``."""
+    infos = {**base.attacks, **ref_infos}
+    every = {**scores, **ref_scores}
+    record_ids = base.scores.index.to_numpy()
+    result = build_result(
+        {n: np.asarray(s, dtype=np.float64)[None, :] for n, s in every.items()},
+        is_member[None, :],
+        record_ids,
+        None,
+        ["target"],
+        fprs=fprs,
+        seed=seed,
+        attacks=infos,
+    )
+    llm = dict(base.config["llm"])
+    llm["attacks"] = {n: infos[n]["formula"] for n in every}
+    llm["n_nan_scores"] = {n: int(np.isnan(s).sum()) for n, s in every.items()}
+    llm["references"] = dict(summary)
     blind_cols = [c for c in base.scores.columns if str(c).startswith("blind_")]
     for c in blind_cols:
         result.scores[c] = base.scores[c].to_numpy()
-    if blind:
+    if blind and blind_cols:
         verdict = blind_verdict(
             {c.removeprefix("blind_"): base.scores[c].to_numpy() for c in blind_cols},
             is_member,
