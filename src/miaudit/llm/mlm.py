@@ -219,8 +219,7 @@ def token_pseudo_log_probs(
                 r_idx = torch.arange(len(batch))
                 true = x[r_idx, pos].clone()
                 x[r_idx, pos] = int(mask_id)
-                logits = model(input_ids=x.to(device), attention_mask=att.to(device)).logits
-                picked = logits[r_idx.to(device), pos.to(device)].float()
+                picked = _masked_logits(model, x.to(device), att.to(device), r_idx, pos)
                 logp = torch.log_softmax(picked, dim=-1)
                 got = logp.gather(1, true.to(device)[:, None]).squeeze(1)
                 out_rows[lo : lo + len(batch)] = got.double().cpu().numpy()
@@ -237,6 +236,39 @@ def token_pseudo_log_probs(
         assert arr.shape[0] == n_tokens[i]
         result.append(arr)
     return result
+
+
+def _masked_logits(
+    model: Any, x: torch.Tensor, att: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``(B, V)`` at the masked position of each row, as float32.
+
+    The vocabulary projection (the output embedding) is applied to the masked positions only:
+    a pre-hook hands it ``hidden[rows, pos]`` instead of all ``(B, T)`` positions, so the
+    ``(B, T, V)`` logits of a batch are never formed (the projection and its softmax are most
+    of a small model's cost). A model whose head does not take that shortcut (the output has
+    another shape) falls back to slicing the full logits.
+    """
+    rows, pos = rows.to(x.device), pos.to(x.device)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    handle = None
+    if isinstance(head, torch.nn.Module):
+
+        def select(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            h = args[0]
+            if h.dim() == 3 and h.shape[:2] == x.shape:
+                return (h[rows, pos], *args[1:])
+            return None
+
+        handle = head.register_forward_pre_hook(select)
+    try:
+        logits = model(input_ids=x, attention_mask=att).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    if logits.dim() == 2 and logits.shape[0] == x.shape[0]:
+        return logits.float()
+    return logits[rows, pos].float()
 
 
 def pseudo_log_likelihood(
