@@ -80,8 +80,7 @@ def test_trained_model_exposes_repeated_canaries():
     canaries are detected by LOSS and Min-K%++ far above 1 % TPR at 1 % FPR, and exposure
     grows with repetitions."""
     from miaudit.llm.corpus import python_docs_corpus
-    from miaudit.llm.demo import train_causal_lm
-    from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+    from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer, train_causal_lm
 
     docs = [r.text for r in python_docs_corpus()[:60]]
     canaries = make_canaries(90, seed=0)
@@ -111,3 +110,8 @@ def test_trained_model_exposes_repeated_canaries():
     ex = table["exposure_mean"]
     assert ex[16] > ex[4] > ex[1]
     assert ex[16] > ex["control"] + 2
+    # the extrapolation beside it: never below the sampled rank's cap for a secret ranked
+    # first, and it orders the tiers the same way
+    extrapolated = table["exposure_extrapolated_mean"]
+    assert extrapolated[16] > extrapolated["control"] + 2
+    assert table["exposure_extrapolation_reliable"].between(0, 1).all()

@@ -21,7 +21,6 @@ from miaudit.attacks.rmia import tune_rmia_a
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.llm import score_texts
 from miaudit.llm.corpus import python_docs_corpus
-from miaudit.llm.demo import train_causal_lm
 from miaudit.llm.reference import (
     DEFAULT_GAMMA,
     audit_with_references,
@@ -29,7 +28,7 @@ from miaudit.llm.reference import (
     reference_signals,
     resolve_rmia_a,
 )
-from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer, train_causal_lm
 from miaudit.metrics import auc, tpr_at_fpr
 
 N_TEXTS = 48

@@ -20,7 +20,6 @@ from miaudit.cli import app
 from miaudit.config import LLM_REFERENCE_ATTACKS, parse_config
 from miaudit.exceptions import ValidationError
 from miaudit.llm.corpus import python_docs_corpus
-from miaudit.llm.demo import train_causal_lm
 from miaudit.llm.reference import REFERENCE_ATTACKS, reference_signals
 from miaudit.llm.reference_run import (
     ReferenceSpec,
@@ -28,7 +27,7 @@ from miaudit.llm.reference_run import (
     stored_reference_signals,
 )
 from miaudit.llm.target import LanguageModelTarget
-from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer, train_causal_lm
 
 runner = CliRunner()
 N_TEXTS = 40

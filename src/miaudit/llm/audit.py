@@ -35,7 +35,13 @@ from miaudit.llm.attacks import (
     check_k,
 )
 from miaudit.llm.blind import blind_baseline, blind_verdict
-from miaudit.llm.canaries import DEFAULT_CANDIDATES, CanarySet, exposure
+from miaudit.llm.canaries import (
+    DEFAULT_CANDIDATES,
+    MIN_FIT_CANDIDATES,
+    CanarySet,
+    exposure,
+    exposure_estimates,
+)
 from miaudit.llm.data import (
     DEFAULT_NGRAM,
     DEFAULT_OVERLAP_THRESHOLD,
@@ -327,7 +333,12 @@ def audit_canaries(
     -------
     pandas.DataFrame
         One row per tier plus a ``"control"`` row (exposure of never-inserted canaries):
-        ``n``, ``tpr_<attack>``, ``auc_<attack>``, ``exposure_mean``, ``exposure_max``.
+        ``n``, ``tpr_<attack>``, ``auc_<attack>``, ``exposure_mean``, ``exposure_max`` (the
+        sampled rank exposure, at most ``log2(n_candidates)`` bits) and, with at least
+        ``MIN_FIT_CANDIDATES + 1`` candidates, ``exposure_extrapolated_mean``/``_max`` (the
+        skew-normal extrapolation over the whole secret space, Carlini et al. 2019 Sec. 4.3)
+        with ``exposure_extrapolation_reliable``, the share of canaries whose extrapolation
+        is trustworthy (:attr:`~miaudit.llm.canaries.ExposureEstimates.reliable`).
     """
     from miaudit.metrics import auc
 
@@ -364,14 +375,28 @@ def audit_canaries(
             pick = members
             if exposure_per_tier is not None and len(members) > exposure_per_tier:
                 pick = np.sort(rng.choice(members, exposure_per_tier, replace=False))
-            ex = exposure(
-                target,
-                canaries,
-                which=pick.tolist(),
-                n_candidates=n_candidates,
-                seed=seed,
-                quiet=quiet,
-            )
+            if n_candidates - 1 >= MIN_FIT_CANDIDATES:
+                est = exposure_estimates(
+                    target,
+                    canaries,
+                    which=pick.tolist(),
+                    n_candidates=n_candidates,
+                    seed=seed,
+                    quiet=quiet,
+                )
+                ex = est.sampled
+                row["exposure_extrapolated_mean"] = float(est.extrapolated.mean())
+                row["exposure_extrapolated_max"] = float(est.extrapolated.max())
+                row["exposure_extrapolation_reliable"] = float(est.reliable.mean())
+            else:
+                ex = exposure(
+                    target,
+                    canaries,
+                    which=pick.tolist(),
+                    n_candidates=n_candidates,
+                    seed=seed,
+                    quiet=quiet,
+                )
             row["exposure_mean"] = float(ex.mean())
             row["exposure_max"] = float(ex.max())
         rows.append(row)

@@ -3,7 +3,7 @@ kept, and the audit that adds their attacks to the normal result.
 
 * **Recipes** (:func:`make_train_lm`): ``"demo"`` trains a fresh model with the target's own
   architecture (its ``config``, random weights from the reference's seed) and the target's
-  tokenizer with the demo's trainer (:func:`miaudit.llm.demo.train_causal_lm`: packed blocks,
+  tokenizer with the demo's trainer (:func:`miaudit.llm.tiny.train_causal_lm`: packed blocks,
   AdamW, warm-up and cosine decay) for ``epochs`` passes. It fits a target trained that way
   (the demo's model, or any model trained with ``train_causal_lm``); its tokenizer must have
   the demo's separator ``<|endoftext|>``. ``"module:function"`` names the user's own
@@ -151,7 +151,7 @@ def spec_from_config(cfg: Any) -> ReferenceSpec:
 class DemoTrainer:
     """``train_lm(texts, seed)`` of the ``"demo"`` recipe: a fresh model from
     ``model_config`` (weights from ``seed``) trained by
-    :func:`~miaudit.llm.demo.train_causal_lm` (picklable: config, tokenizer, numbers)."""
+    :func:`~miaudit.llm.tiny.train_causal_lm` (picklable: config, tokenizer, numbers)."""
 
     model_config: Any
     tokenizer: Any
@@ -164,7 +164,7 @@ class DemoTrainer:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from miaudit.llm.demo import train_causal_lm
+        from miaudit.llm.tiny import train_causal_lm
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
+from miaudit._progress import progress
 from miaudit.llm.target import _require_transformers
 
-__all__ = ["END_OF_TEXT", "tiny_gpt2", "train_bpe_tokenizer"]
+__all__ = ["END_OF_TEXT", "tiny_gpt2", "train_bpe_tokenizer", "train_causal_lm"]
 
 #: The one special token (GPT-2's): separator, end of text and padding.
 END_OF_TEXT = "<|endoftext|>"
@@ -77,3 +79,67 @@ def tiny_gpt2(
         torch.manual_seed(seed)
         model = transformers.GPT2LMHeadModel(cfg)
     return model.eval()
+
+
+def _pack(ids: list[list[int]], block: int, eos: int, rng: np.random.Generator) -> torch.Tensor:
+    """Texts in random order, joined by ``eos``, cut into ``(n_blocks, block)``."""
+    stream: list[int] = []
+    for i in rng.permutation(len(ids)):
+        stream.extend(ids[i])
+        stream.append(eos)
+    n = max(1, len(stream) // block)
+    stream = (stream + [eos] * block)[: n * block]
+    return torch.tensor(stream, dtype=torch.long).view(n, block)
+
+
+def train_causal_lm(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    epochs: float,
+    batch_size: int,
+    block_size: int,
+    learning_rate: float,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> list[float]:
+    """Train ``model`` for ``epochs`` passes over ``texts`` packed into blocks of
+    ``block_size`` tokens (a new random packing each epoch), AdamW with linear warm-up (5 %)
+    and cosine decay. Returns the training loss of each step."""
+    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    rng = np.random.default_rng(seed)
+    n_tokens = sum(len(x) + 1 for x in ids)
+    steps = max(1, round(epochs * n_tokens / (batch_size * block_size)))
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    warm = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    losses: list[float] = []
+    blocks = _pack(ids, block_size, eos, rng)
+    pos = 0
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(blocks), generator=gen)
+    for _ in progress(steps, "training the demo language model", quiet=quiet):
+        if pos >= len(blocks):
+            blocks = _pack(ids, block_size, eos, rng)
+            order = torch.randperm(len(blocks), generator=gen)
+            pos = 0
+        x = blocks[order[pos : pos + batch_size]]
+        pos += batch_size
+        out = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(out.loss.detach()))
+    model.eval()
+    return losses
