@@ -316,7 +316,9 @@ class Audit:
 
         with timer.stage("training"):
             trained = self._train(ds, keep, lineage)
-        targets = mode.targets(self, ds, keep, audit_idx, member, trained, target, timer)
+        targets = mode.targets(
+            _ModelRun(self, ds, keep, audit_idx, member, trained, target, timer)
+        )
 
         with timer.stage("attacks"):
             scores = self._scores(
@@ -649,17 +651,7 @@ class AuditMode(Mode):
             )
 
     @abstractmethod
-    def targets(
-        self,
-        audit: Audit,
-        ds: Dataset,
-        keep: NDArray[np.bool_],
-        audit_idx: NDArray[np.int64],
-        member: NDArray[np.bool_] | None,
-        trained: _TrainedModels,
-        target: Any,
-        timer: _Timer,
-    ) -> _Targets:
+    def targets(self, run: _ModelRun) -> _Targets:
         """The targets to attack, after the models are trained."""
 
 
@@ -758,26 +750,16 @@ class AlgorithmMode(AuditMode):
             return population_split(n, n_pop, rng)
         return np.arange(n), np.arange(0)
 
-    def targets(
-        self,
-        audit: Audit,
-        ds: Dataset,
-        keep: NDArray[np.bool_],
-        audit_idx: NDArray[np.int64],
-        member: NDArray[np.bool_] | None,
-        trained: _TrainedModels,
-        target: Any,
-        timer: _Timer,
-    ) -> _Targets:
-        n_targets = audit.config.n_targets or keep.shape[0]
-        splits: list[TargetSplit] = list(LeaveOneOut(keep))[:n_targets]
+    def targets(self, run: _ModelRun) -> _Targets:
+        n_targets = run.audit.config.n_targets or run.keep.shape[0]
+        splits: list[TargetSplit] = list(LeaveOneOut(run.keep))[:n_targets]
         indices = [t for t, _ in splits]
         return _Targets(
             splits=splits,
-            truth=keep[indices][:, audit_idx],
+            truth=run.keep[indices][:, run.audit_idx],
             names=list(indices),
             outputs=None,
-            models=trained.models,
+            models=run.trained.models,
         )
 
 
@@ -813,30 +795,52 @@ class ModelMode(AuditMode):
                 "with fuller outputs):\n  " + "\n  ".join(problems)
             )
 
-    def targets(
-        self,
-        audit: Audit,
-        ds: Dataset,
-        keep: NDArray[np.bool_],
-        audit_idx: NDArray[np.int64],
-        member: NDArray[np.bool_] | None,
-        trained: _TrainedModels,
-        target: Any,
-        timer: _Timer,
-    ) -> _Targets:
+    def targets(self, run: _ModelRun) -> _Targets:
+        member = run.member
         assert member is not None
-        with timer.stage("querying target"):
-            outputs = audit._query_target(ds, target)
-            signals, access = audit._query_signals(ds, target)
+        with run.timer.stage("querying target"):
+            outputs = run.audit._query_target(run.ds, run.target)
+            signals, access = run.audit._query_signals(run.ds, run.target)
         return _Targets(
-            splits=[(EXTERNAL_TARGET, np.arange(keep.shape[0]))],
-            truth=member[audit_idx][None, :],
+            splits=[(EXTERNAL_TARGET, np.arange(run.keep.shape[0]))],
+            truth=member[run.audit_idx][None, :],
             names=["target"],
             outputs=outputs,
-            models=_with_target_row(trained.models, outputs, ds.y, member),
+            models=_with_target_row(run.trained.models, outputs, run.ds.y, member),
             signals=signals,
             access=access,
         )
+
+
+@dataclass(frozen=True)
+class _ModelRun:
+    """Where an audit of trained classifiers stands once its models are trained: what
+    :meth:`AuditMode.targets` chooses the targets from.
+
+    Attributes
+    ----------
+    audit : Audit
+    ds : Dataset
+        All records (canaries included).
+    keep : ndarray of shape (n_models, n_records), bool
+    audit_idx : ndarray of int
+        Positions of the audited records (the others are population records).
+    member : ndarray of shape (n_records,), bool, or None
+        ``mode: model``: which records the user's target trained on.
+    trained : _TrainedModels
+    target : object
+        ``mode: model``: the user's model (None otherwise).
+    timer : _Timer
+    """
+
+    audit: Audit
+    ds: Dataset
+    keep: NDArray[np.bool_]
+    audit_idx: NDArray[np.int64]
+    member: NDArray[np.bool_] | None
+    trained: _TrainedModels
+    target: Any
+    timer: _Timer
 
 
 @dataclass
