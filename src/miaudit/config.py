@@ -223,17 +223,30 @@ class LlmReferencesConfig(_Section):
         return value
 
 
+#: The attacks of ``mode: llm`` with ``llm.model_kind: masked`` (they read a masked LM's
+#: pseudo-likelihood; :data:`miaudit.llm.mlm.MASKED_LM_ATTACKS`, a test keeps the two in step).
+LLM_MASKED_ATTACKS = ("mlm_pll", "mlm_ratio")
+
+
 class LlmConfig(_Section):
-    """``mode: llm``: a causal language model and the texts to test (:mod:`miaudit.llm`).
+    """``mode: llm``: a language model and the texts to test (:mod:`miaudit.llm`).
 
     The texts come from two files or folders (``members``, ``non_members``: JSONL/JSON/CSV/
     Parquet with a ``text_field``, or folders of ``.txt`` files), or from one file in a published
     format (``texts`` with ``format: wikimia`` or ``mimir``). Models are local folders (loaded
     with ``local_files_only``; nothing is downloaded). Relative paths are relative to the config
     file's folder.
+
+    ``model_kind``: ``causal`` (``AutoModelForCausalLM``, the default) or ``masked``
+    (``AutoModelForMaskedLM``: BERT, RoBERTa, ...; only the attacks of
+    :data:`LLM_MASKED_ATTACKS` apply, and ``mlm_ratio``'s reference masked LM is
+    ``mask_model``). ``frequency_corpus``: the texts whose token frequencies calibrate
+    ``dc_pdd``. ``population``: texts no model trained on, RMIA's population of
+    ``references`` (default: the candidate texts).
     """
 
     model: Path
+    model_kind: Literal["causal", "masked"] = "causal"
     members: Path | None = None
     non_members: Path | None = None
     texts: Path | None = None
@@ -243,6 +256,8 @@ class LlmConfig(_Section):
     reference: Path | None = None
     mask_model: Path | None = None
     recall_prefix: Path | None = None
+    frequency_corpus: Path | None = None
+    population: Path | None = None
     k: float = Field(default=0.2, gt=0.0, le=1.0, description="fraction of Min-K% tokens")
     batch_size: StrictInt = Field(default=8, ge=1)
     device: str | None = None
@@ -264,10 +279,43 @@ class LlmConfig(_Section):
             raise ValueError("llm.texts needs llm.format: wikimia or mimir")
         return self
 
+    @model_validator(mode="after")
+    def _masked_resources(self) -> LlmConfig:
+        if self.model_kind != "masked":
+            return self
+        if self.reference is not None:
+            raise ValueError(
+                "llm.reference: a causal reference model (the 'reference' attack); with "
+                "llm.model_kind: masked give the reference masked LM of mlm_ratio as "
+                "llm.mask_model"
+            )
+        if self.references is not None:
+            raise ValueError(
+                "llm.references: reference LMs are trained and scored as causal LMs; not "
+                "available with llm.model_kind: masked (use mlm_ratio with llm.mask_model)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _population_for_rmia(self) -> LlmConfig:
+        if self.population is None:
+            return self
+        if self.references is None:
+            raise ValueError(
+                "llm.population: RMIA's population for llm.references; set llm.references too"
+            )
+        attacks = self.references.attacks
+        if attacks is not None and not {"rmia", "rmia_offline"} & set(attacks):
+            raise ValueError(
+                "llm.population: only RMIA reads it; add rmia or rmia_offline to "
+                f"llm.references.attacks (got {attacks})"
+            )
+        return self
+
     def paths(self) -> dict[str, Path]:
         """The path-valued fields that are set (made relative to a config file's folder)."""
         names = ("model", "members", "non_members", "texts", "reference", "mask_model",
-                 "recall_prefix")
+                 "recall_prefix", "frequency_corpus", "population")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def with_paths(self, folder: Path) -> LlmConfig:
@@ -378,9 +426,10 @@ class AuditConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _llm_default_attacks(cls, data: Any) -> Any:
-        """``mode: llm`` runs the language-model attacks: by default the four one-pass ones."""
+        """``mode: llm`` runs the language-model attacks: by default the four one-pass ones, or
+        for a masked LM ``mlm_pll`` (and ``mlm_ratio`` when ``llm.mask_model`` is given)."""
         if isinstance(data, dict) and data.get("mode") == "llm" and "attacks" not in data:
-            data = {**data, "attacks": list(LLM_DEFAULT_ATTACKS)}
+            data = {**data, "attacks": list(llm_default_attacks(data.get("llm")))}
         return data
 
     @field_validator("executor", mode="before")
@@ -472,7 +521,7 @@ class AuditConfig(_Section):
         for i, spec in enumerate(self.attacks):
             try:
                 if self.mode == "llm":  # language-model attacks have their own registry
-                    _check_llm_attack(spec)
+                    _check_llm_attack(spec, self.llm)
                 else:
                     attacks.create(spec.name, **spec.params)
             except MiauditError as exc:
@@ -620,13 +669,48 @@ def did_you_mean(name: str, valid: Any) -> str:
 LLM_DEFAULT_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
 
-def _check_llm_attack(spec: AttackSpec) -> None:
-    """A language-model attack's name and parameters (imports :mod:`miaudit.llm`, torch)."""
+def llm_default_attacks(llm: Any) -> tuple[str, ...]:
+    """The attacks of ``mode: llm`` when the config names none, from the raw ``llm`` section:
+    :data:`LLM_DEFAULT_ATTACKS` for a causal LM; for ``model_kind: masked`` ``mlm_pll``, plus
+    ``mlm_ratio`` when ``mask_model`` (its reference masked LM) is given."""
+    if not isinstance(llm, dict) or llm.get("model_kind") != "masked":
+        return LLM_DEFAULT_ATTACKS
+    pll, ratio = LLM_MASKED_ATTACKS
+    return (pll, ratio) if llm.get("mask_model") is not None else (pll,)
+
+
+def _check_llm_attack(spec: AttackSpec, llm: LlmConfig | None) -> None:
+    """A language-model attack's name and parameters (imports :mod:`miaudit.llm`, torch), and
+    what it needs from the ``llm`` section: a masked model takes only the masked-LM attacks,
+    ``dc_pdd`` a frequency corpus, ``mlm_ratio`` on a masked model a reference masked LM."""
     from miaudit.llm.attacks import LLM_ATTACKS
     from miaudit.registry import check_call
 
     attack = LLM_ATTACKS.get(spec.name)
     check_call(attack.fn, f"LLM attack {spec.name!r}", None, **spec.params)
+    if llm is None:
+        return
+    if llm.model_kind == "masked" and spec.name not in LLM_MASKED_ATTACKS:
+        raise MiauditError(
+            f"attack {spec.name!r} reads a causal LM's next-token probabilities; with "
+            f"llm.model_kind: masked the valid attacks are {', '.join(LLM_MASKED_ATTACKS)}"
+        )
+    if spec.name == "dc_pdd" and "corpus" not in spec.params and llm.frequency_corpus is None:
+        raise MiauditError(
+            "attack 'dc_pdd' needs a reference corpus for its token frequencies: set "
+            "llm.frequency_corpus (texts that are not audited texts) or the attack parameter "
+            "corpus"
+        )
+    if (
+        spec.name == "mlm_ratio"
+        and llm.model_kind == "masked"
+        and "reference" not in spec.params
+        and llm.mask_model is None
+    ):
+        raise MiauditError(
+            "attack 'mlm_ratio' needs a reference masked LM: set llm.mask_model (a local "
+            "folder) or the attack parameter reference"
+        )
 
 
 def _registered_names(cfg: AuditConfig) -> list[tuple[tuple[Any, ...], str, str, list[str]]]:

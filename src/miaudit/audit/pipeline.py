@@ -661,8 +661,9 @@ MODES: Registry[type[Mode]] = Registry("audit mode")
 
 @MODES.register("llm")
 class LlmMode(Mode):
-    """Audit a causal language model on member and non-member texts (:mod:`miaudit.llm`):
-    the one-pass token attacks and the others the config names, the blind baseline, duplicate
+    """Audit a language model on member and non-member texts (:mod:`miaudit.llm`): a causal LM
+    (the one-pass token attacks and the others the config names) or, with ``llm.model_kind:
+    masked``, a masked LM (the pseudo-likelihood attacks); the blind baseline, duplicate
     detection; the same report and files as the other modes."""
 
     def run(self, audit: Audit) -> AuditResult:
@@ -679,9 +680,9 @@ class LlmMode(Mode):
                 llm.members, llm.non_members, text_field=llm.text_field, id_field=llm.id_field
             )
         common: dict[str, Any] = {
-            "model": llm.model,
+            "model": _audited_model(llm.model, llm.model_kind),
             "attacks": [s.name for s in cfg.attacks],
-            "params": {s.name: s.params for s in cfg.attacks if s.params},
+            "params": _llm_attack_params(cfg),
             "k": llm.k,
             "batch_size": llm.batch_size,
             "device": llm.device,
@@ -704,6 +705,7 @@ class LlmMode(Mode):
             result = audit_texts_with_references(
                 split,
                 references=spec_from_config(llm.references),
+                population=_read_texts(llm.population, llm.text_field),
                 store_root=llm.references.store or cfg.output / "references",
                 executor=make_executor(cfg.executor.kind, **cfg.executor.params),
                 **common,
@@ -712,6 +714,37 @@ class LlmMode(Mode):
         result.config = {**cfg.model_dump(mode="json"), "llm_findings": llm_findings}
         result.save(cfg.output)
         return result
+
+
+def _audited_model(folder: Path, kind: str) -> Path | tuple[Any, Any]:
+    """``llm.model``: the folder itself for a causal LM (loaded by the audit), or a masked LM
+    and its tokenizer loaded here with ``AutoModelForMaskedLM`` (``local_files_only``,
+    safetensors) for ``model_kind: masked``."""
+    if kind == "causal":
+        return folder
+    from miaudit.llm.mlm import load_masked_lm
+
+    return load_masked_lm(folder)
+
+
+def _llm_attack_params(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
+    """Each attack's parameters; ``dc_pdd`` without its own ``corpus`` reads
+    ``llm.frequency_corpus``."""
+    params = {s.name: dict(s.params) for s in cfg.attacks if s.params}
+    frequency_corpus = cfg.llm.frequency_corpus if cfg.llm is not None else None
+    if frequency_corpus is not None and any(s.name == "dc_pdd" for s in cfg.attacks):
+        dc = params.setdefault("dc_pdd", {})
+        dc.setdefault("corpus", str(frequency_corpus))
+    return params
+
+
+def _read_texts(path: Path | None, text_field: str) -> list[str] | None:
+    """The texts of a local file or folder (:func:`miaudit.llm.load_texts`), or None."""
+    if path is None:
+        return None
+    from miaudit.llm import load_texts
+
+    return load_texts(path, text_field=text_field)[0]
 
 
 def _mask_model(folder: Path | None) -> tuple[Any, Any] | None:

@@ -49,15 +49,26 @@ from miaudit.llm.data import (
     find_duplicates,
     remove_duplicates,
 )
+from miaudit.llm.mlm import MASKED_LM_ATTACKS, is_masked_lm
 from miaudit.llm.target import DEFAULT_BATCH_SIZE, LanguageModelTarget, as_target
 from miaudit.metrics import DEFAULT_FPRS, tpr_at_fpr
 from miaudit.registry import check_call
 
-__all__ = ["audit_canaries", "audit_texts"]
+__all__ = ["audit_canaries", "audit_texts", "default_attacks", "finish_result"]
 
 _LOG = logging.getLogger("miaudit")
 #: FPR of the per-tier canary table.
 CANARY_FPR = 1e-2
+
+
+def default_attacks(target: LanguageModelTarget, mask_model: Any = None) -> list[str]:
+    """The attacks :func:`audit_texts` runs when none are named: for a causal LM the one-pass
+    attacks plus ``lowercase``; for a masked LM ``mlm_pll``, plus ``mlm_ratio`` when
+    ``mask_model`` (its reference masked LM) is given."""
+    if is_masked_lm(target.model):
+        pll, ratio = MASKED_LM_ATTACKS
+        return [pll, ratio] if mask_model is not None else [pll]
+    return [*ONE_PASS_ATTACKS, "lowercase"]
 
 
 def _run_attacks(
@@ -74,6 +85,13 @@ def _run_attacks(
     quiet: bool | None,
 ) -> dict[str, NDArray[np.float64]]:
     specs = [LLM_ATTACKS.get(n) for n in names]
+    if is_masked_lm(target.model):
+        causal = [n for n in names if n not in MASKED_LM_ATTACKS]
+        if causal:
+            raise ValidationError(
+                f"attacks: {causal} read a causal LM's next-token probabilities and the audited "
+                f"model is a masked LM; valid attacks: {', '.join(MASKED_LM_ATTACKS)}"
+            )
     for key in params:
         if key not in names:
             raise ValidationError(f"params: {key!r} is not among the attacks ({', '.join(names)})")
@@ -137,7 +155,10 @@ def audit_texts(
     attacks : sequence of str, optional
         Default: the four one-pass attacks (``loss``, ``zlib``, ``min_k``,
         ``min_k_plus_plus``) plus ``lowercase``; add ``reference``, ``recall``,
-        ``neighbourhood`` and ``gradient_norm`` with their resources.
+        ``neighbourhood`` and ``gradient_norm`` with their resources. For a masked LM
+        (``...ForMaskedLM``) only :data:`~miaudit.llm.mlm.MASKED_LM_ATTACKS` apply; default
+        ``mlm_pll``, plus ``mlm_ratio`` with ``mask_model`` as its reference
+        (:func:`default_attacks`).
     k, batch_size, device, max_length, reference, mask_model, recall_prefix, params
         As :func:`miaudit.llm.score_texts`.
     duplicates : {"report", "remove"}
@@ -194,9 +215,9 @@ def audit_texts(
         )
     timings["duplicates"] = time.perf_counter() - t0
 
-    names = list(attacks) if attacks is not None else [*ONE_PASS_ATTACKS, "lowercase"]
     kw: dict[str, Any] = {"batch_size": batch_size, "device": device, "max_length": max_length}
     target = as_target(model, tokenizer, **{k_: v for k_, v in kw.items() if v is not None})
+    names = list(attacks) if attacks is not None else default_attacks(target, mask_model)
     texts = split.texts
     is_member = np.array(split.is_member, dtype=bool)
     t1 = time.perf_counter()
@@ -248,43 +269,99 @@ def _finish(
     timings: dict[str, float],
     extra: dict[str, Any],
     output_dir: str | Path | None,
+    more_scores: Mapping[str, NDArray[np.float64]] | None = None,
+    more_infos: Mapping[str, dict[str, Any]] | None = None,
 ) -> AuditResult:
-    infos = {}
+    """The result of the one-model attacks ``names`` (their descriptions from the registry)
+    and of ``more_scores``, attacks described by ``more_infos`` (e.g. the reference attacks of
+    :mod:`miaudit.llm.reference_run`): :func:`finish_result`."""
+    infos: dict[str, dict[str, Any]] = {}
     for n in names:
         info = attack_info(n, **params.get(n, {}))
         if n in ("min_k", "min_k_plus_plus"):
             info["params"] = {**info["params"], "k": k}
         infos[n] = info
+    every = {n: scores[n] for n in names}
+    more = dict(more_scores or {})
+    missing = sorted(set(more) - set(more_infos or {}))
+    if missing:
+        raise ValidationError(f"more_infos: no description of the attacks {missing}")
+    clash = sorted(set(more) & set(every))
+    if clash:
+        raise ValidationError(f"attacks: {clash} are both one-model and extra attacks")
+    every.update(more)
+    infos.update({n: dict((more_infos or {})[n]) for n in more})
+    return finish_result(
+        every, infos, is_member, record_ids, texts=texts, blind=blind, fprs=fprs, seed=seed,
+        timings=timings, extra=extra, output_dir=output_dir,
+    )  # fmt: skip
+
+
+def finish_result(
+    scores: Mapping[str, NDArray[np.float64]],
+    infos: Mapping[str, dict[str, Any]],
+    is_member: NDArray[np.bool_],
+    record_ids: Sequence[str],
+    *,
+    texts: list[str] | None = None,
+    blind: bool,
+    blind_scores: Mapping[str, NDArray[np.float64]] | None = None,
+    fprs: Sequence[float],
+    seed: int,
+    timings: dict[str, float],
+    extra: dict[str, Any],
+    output_dir: str | Path | None,
+) -> AuditResult:
+    """Metrics of every attack in ``scores`` (described by ``infos``), the blind baseline and
+    its verdict against every attack, the LLM findings in ``config["llm"]``; saved to
+    ``output_dir`` when given.
+
+    Parameters
+    ----------
+    scores : mapping of str to ndarray of shape (n,)
+        Every attack's scores, in the order of the metrics table.
+    infos : mapping of str to dict
+        Each attack's ``{"name", "title", "paper", "formula", "cost", "params"}``.
+    texts : list of str, optional
+        The audited texts, for the blind baseline (needed when ``blind`` and no
+        ``blind_scores``).
+    blind : bool
+        Run the blind baseline's verdict.
+    blind_scores : mapping of str to ndarray, optional
+        Blind-baseline scores already computed (:func:`~miaudit.llm.blind.blind_baseline`);
+        default: computed here from ``texts``.
+    extra : dict
+        More LLM findings, after the attack summaries in ``config["llm"]``.
+    """
     t2 = time.perf_counter()
     result = build_result(
-        {n: np.asarray(scores[n], dtype=np.float64)[None, :] for n in names},
+        {n: np.asarray(s, dtype=np.float64)[None, :] for n, s in scores.items()},
         is_member[None, :],
         np.asarray(record_ids, dtype=object),
         None,
         ["target"],
         fprs=fprs,
         seed=seed,
-        attacks=infos,
+        attacks=dict(infos),
     )
     timings["metrics"] = time.perf_counter() - t2
     llm: dict[str, Any] = {
         "n_members": int(is_member.sum()),
         "n_non_members": int((~is_member).sum()),
-        "attacks": {n: infos[n]["formula"] for n in names},
-        "n_nan_scores": {n: int(np.isnan(scores[n]).sum()) for n in names},
+        "attacks": {n: infos[n]["formula"] for n in scores},
+        "n_nan_scores": {n: int(np.isnan(s).sum()) for n, s in scores.items()},
         **extra,
     }
     if blind:
         t3 = time.perf_counter()
-        bscores = blind_baseline(texts, is_member, seed=seed)
+        if blind_scores is None:
+            if texts is None:
+                raise ValidationError("texts: the blind baseline needs the audited texts")
+            blind_scores = blind_baseline(texts, is_member, seed=seed)
         verdict = blind_verdict(
-            bscores,
-            is_member,
-            {n: scores[n] for n in names},
-            fpr=result.headline_fpr,
-            seed=seed,
+            blind_scores, is_member, dict(scores), fpr=result.headline_fpr, seed=seed
         )
-        for name, s in bscores.items():
+        for name, s in blind_scores.items():
             result.scores[f"blind_{name}"] = s
         llm["blind_baseline"] = verdict.to_dict()
         if verdict.withhold or verdict.distinguishable:

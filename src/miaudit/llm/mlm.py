@@ -53,6 +53,7 @@ from miaudit.llm.target import TOKENIZER_FILES, _require_transformers, check_tex
 
 __all__ = [
     "DEFAULT_ROWS_PER_PASS",
+    "MASKED_LM_ATTACKS",
     "as_masked_lm",
     "is_masked_lm",
     "load_masked_lm",
@@ -60,6 +61,10 @@ __all__ = [
     "token_pseudo_log_probs",
 ]
 
+#: The attacks of :mod:`miaudit.llm.attacks` that read a masked LM's pseudo-likelihood: the
+#: only ones that apply when the audited model itself is a masked LM (every other attack reads
+#: a causal LM's next-token probabilities).
+MASKED_LM_ATTACKS = ("mlm_pll", "mlm_ratio")
 #: Masked copies per forward pass.
 DEFAULT_ROWS_PER_PASS = 64
 #: Context assumed for a masked LM whose config states none (BERT's).

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,12 +38,11 @@ from numpy.typing import NDArray
 from miaudit._json import jsonable
 from miaudit.audit.executors import Executor, make_executor
 from miaudit.audit.lock import folder_lock
-from miaudit.audit.result import AuditResult, build_result
+from miaudit.audit.result import AuditResult
 from miaudit.audit.store import atomic_write
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.llm.attacks import ONE_PASS_ATTACKS
-from miaudit.llm.audit import _finish, _run_attacks
-from miaudit.llm.blind import blind_verdict
+from miaudit.llm.audit import _finish, _run_attacks, finish_result
 from miaudit.llm.data import TextSplit, find_duplicates, remove_duplicates
 from miaudit.llm.reference import (
     DEFAULT_GAMMA,
@@ -58,7 +57,7 @@ from miaudit.llm.reference import (
     resolve_rmia_a,
     train_and_score,
 )
-from miaudit.llm.target import DEFAULT_BATCH_SIZE, LanguageModelTarget, as_target
+from miaudit.llm.target import DEFAULT_BATCH_SIZE, LanguageModelTarget, as_target, check_texts
 from miaudit.llm.tiny import END_OF_TEXT
 from miaudit.metrics import DEFAULT_FPRS
 from miaudit.provenance import code_hash, config_hash, sha256_bytes, sha256_file
@@ -307,6 +306,7 @@ def stored_reference_signals(
     signal: str = DEFAULT_SIGNAL,
     batch_size: int = DEFAULT_BATCH_SIZE,
     executor: str | Executor = "local",
+    population: Sequence[str] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], list[int]]:
     """:func:`~miaudit.llm.reference.reference_signals` through the store: the same keep
     matrix, seeds and signals, but every reference's signals written to disk as soon as it is
@@ -323,29 +323,37 @@ def stored_reference_signals(
         Folder of the reference store.
     executor : str or Executor
         Where the references are trained (:func:`miaudit.audit.executors.make_executor`).
+    population : sequence of str, optional
+        ``z`` texts no model trains on (RMIA's population): never in a reference's training
+        set, scored under every reference with the ``n`` texts (the keep matrix and seeds do
+        not change; the folder's hash covers them too).
 
     Returns
     -------
-    signals : ndarray of shape (m, n)
+    signals : ndarray of shape (m, n), or (m, n + z) with a population
+        The population's signals are the last ``z`` columns.
     keep : ndarray of shape (m, n), bool
     trained : list of int
         The references trained by this call (the others came from the store).
     """
-    from miaudit.llm.target import check_texts
-
     checked = check_texts(texts)
     keep, seeds = plan_references(len(checked), n_references, seed)
-    full = {
+    pop = [] if population is None else check_texts(population, "population")
+    full: dict[str, Any] = {
         "format": STORE_FORMAT,
         "training": dict(description),
         "code": code_hash(_CODE),
-        "texts": sha256_bytes("".join(sha256_bytes(t.encode()) for t in checked).encode()),
+        "texts": _texts_hash(checked),
         "n_texts": len(checked),
         "signal": signal,
         "seed": seed,
     }
+    if pop:  # only then, so that the stores of audits without a population stay valid
+        full["population"] = _texts_hash(pop)
+        full["n_population"] = len(pop)
     folder, digest = _folder(Path(store_root), jsonable(full))
-    signals = np.full(keep.shape, np.nan)
+    signals = np.full((keep.shape[0], keep.shape[1] + len(pop)), np.nan)
+    scored_keep = np.concatenate([keep, np.zeros((keep.shape[0], len(pop)), dtype=bool)], axis=1)
     with folder_lock(folder, what="reference store folder"):
         manifest = _read_manifest(folder / _MANIFEST, digest)
         refs: dict[str, Any] = manifest["references"]
@@ -365,8 +373,8 @@ def stored_reference_signals(
             else:
                 missing.append(i)
         if missing:
-            fn = _TrainAndScore(checked, train_lm, signal, batch_size)
-            tasks = [_Task(i, keep[i], int(seeds[i])) for i in missing]
+            fn = _TrainAndScore(checked + pop, train_lm, signal, batch_size)
+            tasks = [_Task(i, scored_keep[i], int(seeds[i])) for i in missing]
             for i, row in make_executor(executor).map(fn, tasks):
                 signals[i] = row
                 buf = _npy(row)
@@ -380,6 +388,11 @@ def stored_reference_signals(
                 manifest["description"] = jsonable(full)
                 atomic_write(folder / _MANIFEST, json.dumps(manifest, indent=1).encode())
     return signals, keep, missing
+
+
+def _texts_hash(texts: Sequence[str]) -> str:
+    """SHA-256 over the SHA-256 of each text, in order."""
+    return sha256_bytes("".join(sha256_bytes(t.encode()) for t in texts).encode())
 
 
 def _npy(arr: NDArray[np.float64]) -> bytes:
@@ -404,6 +417,7 @@ def audit_texts_with_references(
     fprs: Sequence[float] = DEFAULT_FPRS,
     seed: int = 0,
     quiet: bool | None = None,
+    population: Sequence[str] | None = None,
     **target_kw: Any,
 ) -> AuditResult:
     """:func:`~miaudit.llm.audit_texts` plus the reference attacks as extra attacks of the
@@ -425,6 +439,10 @@ def audit_texts_with_references(
         As :func:`~miaudit.llm.audit_texts` (``attacks``: the one-model attacks).
     executor : str or Executor
         Where references are trained.
+    population : sequence of str, optional
+        RMIA's population ``Z``: texts that neither the audited model nor any reference
+        trained on (``llm.population``), scored under the audited model and under every
+        reference (:func:`stored_reference_signals`). Default: the candidate texts.
     **target_kw
         ``batch_size``, ``device``, ``max_length``, ``k``, ``reference``, ``mask_model``,
         ``recall_prefix`` (as :func:`~miaudit.llm.audit_texts`).
@@ -456,30 +474,45 @@ def audit_texts_with_references(
     timings = {"duplicates": t1 - t0, "attacks": time.perf_counter() - t1}
 
     t2 = time.perf_counter()
+    pop = None
+    if population is not None:
+        pop = check_texts(population, "population")
+        audited = set(texts)
+        inside = [i for i, t in enumerate(pop) if t in audited]
+        if inside:
+            raise ValidationError(
+                f"population[{inside[0]}]: an audited text; RMIA's population must be texts "
+                "that no model trained on"
+            )
     train_lm, description = make_train_lm(references, target)
-    refs, keep, trained = stored_reference_signals(
+    signals, keep, trained = stored_reference_signals(
         texts, train_lm, references.n, description=description, store_root=store_root,
         seed=seed, signal=references.signal, batch_size=target.batch_size, executor=executor,
+        population=pop,
     )  # fmt: skip
-    a_used = (
-        resolve_rmia_a(refs, keep, references.a, gamma=references.gamma)
-        if "rmia_offline" in ref_names
-        else None
-    )
+    refs = signals[:, : len(texts)]
+    pop_kw: dict[str, Any] = {}
+    if pop is not None:
+        pop_target = _run_attacks(
+            target, pop, [references.signal], k=k, reference=None, mask_model=None,
+            recall_prefix=None, params={}, seed=seed, quiet=quiet,
+        )[references.signal]  # fmt: skip
+        pop_kw = {"population_target": pop_target, "population_reference": signals[:, len(texts) :]}
+    a_used = None
+    if "rmia_offline" in ref_names:
+        a_used = resolve_rmia_a(
+            refs, keep, references.a, gamma=references.gamma,
+            population_reference=pop_kw.get("population_reference"),
+        )  # fmt: skip
     ref_scores = reference_attacks(
         scores[references.signal], refs, keep, attacks=ref_names, gamma=references.gamma,
-        a=references.a if a_used is None else a_used,
+        a=references.a if a_used is None else a_used, **pop_kw,
     )  # fmt: skip
     timings["references"] = time.perf_counter() - t2
     clash = sorted(set(ref_scores) & set(names))
     if clash:
         raise ValidationError(f"attacks: {clash} are both one-model and reference attacks")
 
-    extra = {"source": split.source, "duplicates": {**dup.to_dict(), "action": duplicates}}
-    base = _finish(
-        scores, is_member, texts, split.record_ids, names, params=dict(params or {}), k=k,
-        blind=blind, fprs=fprs, seed=seed, timings=timings, extra=extra, output_dir=None,
-    )  # fmt: skip
     infos = reference_infos(
         ref_names,
         signal=references.signal,
@@ -487,7 +520,13 @@ def audit_texts_with_references(
         gamma=references.gamma,
         a=a_used,
     )
-    summary = {
+    extra = {"source": split.source, "duplicates": {**dup.to_dict(), "action": duplicates}}
+    result = _finish(
+        scores, is_member, texts, split.record_ids, names, params=dict(params or {}), k=k,
+        blind=blind, fprs=fprs, seed=seed, timings=timings, extra=extra, output_dir=None,
+        more_scores=ref_scores, more_infos=infos,
+    )  # fmt: skip
+    summary: dict[str, Any] = {
         "n": references.n,
         "train": references.train,
         "params": description.get("params", {}),
@@ -497,9 +536,10 @@ def audit_texts_with_references(
         "gamma": references.gamma,
         "store": str(Path(store_root)),
     }
-    return add_reference_attacks(
-        base, scores, ref_scores, infos, is_member, summary, blind=blind, fprs=fprs, seed=seed
-    )
+    if pop is not None:
+        summary["population"] = len(pop)
+    result.config["llm"]["references"] = summary
+    return result
 
 
 def add_reference_attacks(
@@ -514,42 +554,24 @@ def add_reference_attacks(
     fprs: Sequence[float],
     seed: int,
 ) -> AuditResult:
-    """``base`` (from :func:`miaudit.llm.audit._finish` on the one-model ``scores``) rebuilt
-    with the reference attacks as extra attacks: metrics, ROCs, headline, ``scores.csv``; the
-    blind columns kept and the blind verdict recomputed against every attack;
-    ``config["llm"]["references"] = summary``."""
-    infos = {**base.attacks, **ref_infos}
-    every = {**scores, **ref_scores}
-    record_ids = base.scores.index.to_numpy()
-    result = build_result(
-        {n: np.asarray(s, dtype=np.float64)[None, :] for n, s in every.items()},
-        is_member[None, :],
-        record_ids,
-        None,
-        ["target"],
-        fprs=fprs,
-        seed=seed,
-        attacks=infos,
-    )
-    llm = dict(base.config["llm"])
-    llm["attacks"] = {n: infos[n]["formula"] for n in every}
-    llm["n_nan_scores"] = {n: int(np.isnan(s).sum()) for n, s in every.items()}
-    llm["references"] = dict(summary)
+    """``base`` (from :func:`miaudit.llm.audit._finish` on the one-model ``scores``) with the
+    reference attacks as extra attacks: metrics, ROCs, headline, ``scores.csv``; the blind
+    scores of ``base`` reused (not recomputed) and the blind verdict taken against every
+    attack; ``config["llm"]["references"] = summary``.
+
+    For a result already built; where the reference scores are known before the result is
+    built, give them to :func:`~miaudit.llm.audit._finish` (``more_scores``, ``more_infos``)
+    instead, as :func:`audit_texts_with_references` does, and the result is built once.
+    """
     blind_cols = [c for c in base.scores.columns if str(c).startswith("blind_")]
-    for c in blind_cols:
-        result.scores[c] = base.scores[c].to_numpy()
-    if blind and blind_cols:
-        verdict = blind_verdict(
-            {c.removeprefix("blind_"): base.scores[c].to_numpy() for c in blind_cols},
-            is_member,
-            every,
-            fpr=result.headline_fpr,
-            seed=seed,
-        )
-        llm["blind_baseline"] = verdict.to_dict()
-        old = [c for c in base.checks if c.id == "blind_baseline"]
-        if old and (verdict.withhold or verdict.distinguishable):
-            result.checks.insert(0, replace(old[0], reason=verdict.message))
-    result.timings.update(base.timings)
-    result.config = {**result.config, "mode": "llm", "llm": llm}
+    blind_scores = {c.removeprefix("blind_"): base.scores[c].to_numpy() for c in blind_cols}
+    derived = ("n_members", "n_non_members", "attacks", "n_nan_scores", "blind_baseline")
+    extra = {n: v for n, v in base.config["llm"].items() if n not in derived}
+    result = finish_result(
+        {**scores, **ref_scores}, {**base.attacks, **ref_infos}, is_member,
+        base.scores.index.to_numpy(), blind=blind and bool(blind_cols),
+        blind_scores=blind_scores, fprs=fprs, seed=seed, timings=dict(base.timings),
+        extra=extra, output_dir=None,
+    )  # fmt: skip
+    result.config["llm"]["references"] = dict(summary)
     return result
