@@ -120,3 +120,54 @@ def test_demo_small(tmp_path):
     assert not result.headline.startswith("No reliable verdict")
     assert result.metrics["loss"].auc > 0.6
     assert PYDOC_SOURCE in result.scores.index[0] or "#" in result.scores.index[0]
+
+
+def test_extra_attacks_in_one_build_match_the_rebuilt_result(docs, monkeypatch):
+    """``_finish`` with the reference attacks as ``more_scores`` (one build, one blind
+    baseline) gives what ``add_reference_attacks`` on the one-model result gives."""
+    import miaudit.llm.audit as llm_audit
+    from miaudit.llm.reference import reference_infos
+    from miaudit.llm.reference_run import add_reference_attacks
+
+    rng = np.random.default_rng(5)
+    texts = docs[:40]
+    is_member = np.arange(40) < 20
+    ids = [f"t{i}" for i in range(40)]
+    names = ["loss", "min_k"]
+    scores = {n: rng.normal(size=40) + 0.5 * is_member for n in names}
+    ref_scores = {n: rng.normal(size=40) + is_member for n in ("lira", "rmia")}
+    infos = reference_infos(list(ref_scores), n_references=4, a=None)
+    calls = []
+    blind = llm_audit.blind_baseline
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return blind(*args, **kw)
+
+    monkeypatch.setattr(llm_audit, "blind_baseline", counting)
+    kw = {"params": {}, "k": 0.2, "blind": True, "fprs": [0.1], "seed": 0,
+          "extra": {"source": "test"}, "output_dir": None}  # fmt: skip
+    once = llm_audit._finish(
+        scores, is_member, texts, ids, names, timings={}, more_scores=ref_scores,
+        more_infos=infos, **kw,
+    )  # fmt: skip
+    assert len(calls) == 1
+    base = llm_audit._finish(scores, is_member, texts, ids, names, timings={}, **kw)
+    rebuilt = add_reference_attacks(
+        base, scores, ref_scores, infos, is_member, {}, blind=True, fprs=[0.1], seed=0
+    )
+    assert len(calls) == 2  # the rebuild reuses the blind scores of base
+    once.config["llm"]["references"] = {}
+    assert json.dumps(once.config["llm"]) == json.dumps(rebuilt.config["llm"])
+    assert list(once.config["llm"]["attacks"]) == ["loss", "min_k", "lira", "rmia"]
+    pd.testing.assert_frame_equal(once.scores, rebuilt.scores)
+    for n in [*names, *ref_scores]:
+        assert once.metrics[n].auc == rebuilt.metrics[n].auc
+    assert [c.id for c in once.checks] == [c.id for c in rebuilt.checks]
+    with pytest.raises(ValidationError, match="no description"):
+        llm_audit._finish(scores, is_member, texts, ids, names, timings={},
+                          more_scores=ref_scores, **kw)  # fmt: skip
+    with pytest.raises(ValidationError, match="both one-model and extra"):
+        llm_audit._finish(scores, is_member, texts, ids, names, timings={},
+                          more_scores={"loss": scores["loss"]},
+                          more_infos={"loss": infos["lira"]}, **kw)  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("transformers")
@@ -19,8 +20,15 @@ from typer.testing import CliRunner
 from miaudit.cli import app
 from miaudit.config import LLM_REFERENCE_ATTACKS, parse_config
 from miaudit.exceptions import ValidationError
+from miaudit.llm import score_texts
 from miaudit.llm.corpus import python_docs_corpus
-from miaudit.llm.reference import REFERENCE_ATTACKS, reference_signals
+from miaudit.llm.reference import (
+    REFERENCE_ATTACKS,
+    plan_references,
+    reference_attacks,
+    reference_signals,
+    resolve_rmia_a,
+)
 from miaudit.llm.reference_run import (
     ReferenceSpec,
     make_train_lm,
@@ -113,7 +121,9 @@ def test_demo_recipe_retrains_the_target_architecture(docs):
         make_train_lm(ReferenceSpec(train="demo_recipe"), target)
 
 
-def _write_run(tmp_path: Path, docs: list[str], references: str, trust: bool = False) -> Path:
+def _write_run(
+    tmp_path: Path, docs: list[str], references: str, trust: bool = False, llm_extra: str = ""
+) -> Path:
     tok = train_bpe_tokenizer(docs, 300)
     model = tiny_gpt2(tok, **ARCH, seed=SEED)
     members, non_members = docs[: len(docs) // 2], docs[len(docs) // 2 :]
@@ -128,7 +138,7 @@ def _write_run(tmp_path: Path, docs: list[str], references: str, trust: bool = F
     path.write_text(
         f"mode: llm\nseed: 0\nquiet: true\noutput: out\ntrust_code: {str(trust).lower()}\n"
         "llm: {model: lm, members: members.jsonl, non_members: non_members.jsonl, "
-        f"id_field: id, max_length: 64, references: {references}}}\n"
+        f"id_field: id, max_length: 64, references: {references}{llm_extra}}}\n"
         "attacks: [loss, min_k]\nfprs: [0.1]\n"
     )
     return path
@@ -212,3 +222,86 @@ def test_demo_with_references_adds_them_and_reuses_the_store(tmp_path):
     assert again.config["llm"]["references"]["from_store"] == 4
     for name in REFERENCE_ATTACKS:
         assert again.metrics[name].auc == result.metrics[name].auc
+
+
+@pytest.fixture(scope="module")
+def population(docs) -> list[str]:
+    """10 Python-docs texts that are not among ``docs``."""
+    corpus = python_docs_corpus()
+    rng = np.random.default_rng(SEED + 1)
+    taken = set(docs)
+    return [t for t in (corpus[i].text for i in rng.permutation(len(corpus))) if t not in taken][
+        :10
+    ]
+
+
+def test_store_scores_the_population_under_every_reference(docs, population, tmp_path):
+    train_lm = Counting(train_bpe_tokenizer(docs, 300))
+    kw: dict[str, Any] = {"description": {"recipe": "test"}, "store_root": tmp_path, "seed": SEED}
+    plain, keep, _ = stored_reference_signals(docs, train_lm, 2, **kw)
+    both, keep2, _ = stored_reference_signals(docs, train_lm, 2, population=population, **kw)
+    assert both.shape == (2, N_TEXTS + len(population))
+    np.testing.assert_array_equal(keep2, keep)  # the population changes no training set
+    np.testing.assert_allclose(both[:, :N_TEXTS], plain, rtol=1e-6)
+    # The population's columns: each reference retrained alone, the population scored directly.
+    keep3, seeds = plan_references(N_TEXTS, 2, SEED)
+    np.testing.assert_array_equal(keep3, keep)
+    for i in range(2):
+        model, tok = train_lm([t for t, k in zip(docs, keep[i], strict=True) if k], int(seeds[i]))
+        direct = score_texts(model, tok, population, ["loss"])["loss"]
+        np.testing.assert_allclose(both[i, N_TEXTS:], direct, rtol=1e-6)
+    assert len(list(tmp_path.glob("llm-references-*"))) == 2  # its own store folder
+
+
+def test_run_with_population_uses_it_as_rmias_z(docs, population, tmp_path):
+    refs = (
+        f"{{n: {N_REFERENCES}, epochs: {EPOCHS}, params: {json.dumps(TRAIN)}, "
+        "attacks: [lira, rmia, rmia_offline]}"
+    )
+    path = _write_run(tmp_path, docs, refs, llm_extra=", population: pop.jsonl")
+    with open(tmp_path / "pop.jsonl", "w") as f:
+        for text in population:
+            f.write(json.dumps({"text": text}) + "\n")
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    info = metrics["config"]["llm_findings"]["references"]
+    assert info["population"] == len(population)
+    # RMIA from the stored signals, the target's own signals and the population, directly.
+    (folder,) = (tmp_path / "out" / "references").glob("llm-references-*")
+    signals = np.stack([np.load(folder / f"signals_{i:05d}.npy") for i in range(N_REFERENCES)])
+    assert signals.shape == (N_REFERENCES, N_TEXTS + len(population))
+    keep, _ = plan_references(N_TEXTS, N_REFERENCES, 0)
+    target = score_texts(str(tmp_path / "lm"), None, docs + population, ["loss"], max_length=64)
+    tgt, pop_t = target["loss"][:N_TEXTS], target["loss"][N_TEXTS:]
+    refs_, pop_r = signals[:, :N_TEXTS], signals[:, N_TEXTS:]
+    a = resolve_rmia_a(refs_, keep, population_reference=pop_r)
+    assert metrics["attacks"]["rmia_offline"]["params"]["a"] == a
+    expected = reference_attacks(
+        tgt, refs_, keep, attacks=["rmia", "rmia_offline"], a=a, population_target=pop_t,
+        population_reference=pop_r,
+    )  # fmt: skip
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv", index_col="record_id")
+    ids = [f"members-{i}" for i in range(N_TEXTS // 2)]
+    ids += [f"non_members-{i}" for i in range(N_TEXTS // 2)]
+    for name in ("rmia", "rmia_offline"):
+        np.testing.assert_allclose(scores.loc[ids, name], expected[name], rtol=1e-9)
+    # Not the candidates as Z: the scores (not their order) differ.
+    candidates = reference_attacks(tgt, refs_, keep, attacks=["rmia"])
+    assert not np.allclose(scores.loc[ids, "rmia"], candidates["rmia"])
+
+
+def test_population_errors(docs, tmp_path):
+    base = {"mode": "llm", "llm": {"model": "lm", "members": "a", "non_members": "b"}}
+    with pytest.raises(Exception, match=r"set llm\.references too"):
+        parse_config({**base, "llm": {**base["llm"], "population": "p.jsonl"}})
+    with pytest.raises(Exception, match="only RMIA reads it"):
+        parse_config(
+            {**base, "llm": {**base["llm"], "population": "p", "references": {"attacks": ["lira"]}}}
+        )
+    # An audited text in the population: refused before any reference is trained.
+    path = _write_run(tmp_path, docs[:8], "{n: 4}", llm_extra=", population: pop.jsonl")
+    (tmp_path / "pop.jsonl").write_text(json.dumps({"text": docs[3]}) + "\n")
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code != 0 and "population[0]: an audited text" in result.output
+    assert not (tmp_path / "out" / "references").exists()
