@@ -5,7 +5,9 @@
 the blind baseline (no model) and its verdict, then :func:`miaudit.audit.result.build_result`.
 The LLM-specific findings go into ``result.config["llm"]`` (so they appear in ``metrics.json``
 and in the report's configuration section) and the blind scores into extra ``blind_*`` columns
-of ``result.scores`` (``scores.csv``); they are never attacks in the metrics table.
+of ``result.scores`` (``scores.csv``); they are never attacks in the metrics table. Attacks
+scored elsewhere (the reference attacks of :mod:`miaudit.llm.reference_run`) join the same
+result through ``_finish``'s ``more_scores``/``more_infos`` (:func:`finish_result` builds it).
 
 :func:`audit_canaries` evaluates randomised canaries: per repetition tier, the inserted
 canaries against the never-inserted controls, and their exposure.

@@ -20,6 +20,12 @@ kept, and the audit that adds their attacks to the normal result.
   need nothing else; a model of the demo's size is ~1 MB, a real LM far more).
 * **Executors**: the references are trained as tasks of :mod:`miaudit.audit.executors`
   (``local``, ``threads``, ``processes``), each result written as it arrives.
+* **Population** (``llm.population``): RMIA's population of texts no model trained on is
+  scored under every reference at training time (never trained on; the keep matrix and seeds
+  do not change) and kept in the same signal files, after the candidates' columns.
+* **Result**: the reference attacks go to :func:`miaudit.llm.audit._finish` as extra attacks
+  (``more_scores``, ``more_infos``), so the result, its metrics and the blind baseline's verdict
+  against every attack are built once.
 """
 
 from __future__ import annotations
