@@ -42,7 +42,6 @@ from miaudit.llm.attacks import ONE_PASS_ATTACKS
 from miaudit.llm.audit import _finish, _run_attacks, audit_canaries
 from miaudit.llm.canaries import insert_canaries, make_canaries
 from miaudit.llm.corpus import PYDOC_SOURCE, DocRecord, python_docs_corpus
-from miaudit.llm.reference_run import add_reference_attacks
 from miaudit.llm.target import LanguageModelTarget
 from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer, train_causal_lm
 from miaudit.metrics import DEFAULT_FPRS
@@ -228,6 +227,7 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     )
 
     t = time.perf_counter()
+    ref_scores, ref_infos, summary = references if references is not None else ({}, {}, None)
     result = _finish(
         scores,
         member,
@@ -246,13 +246,11 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
             "shifted_split": shifted.config["llm"].get("blind_baseline", {}),
         },
         output_dir=None,
+        more_scores=ref_scores,
+        more_infos=ref_infos,
     )
-    if references is not None:
-        ref_scores, ref_infos, summary = references
-        result = add_reference_attacks(
-            result, scores, ref_scores, ref_infos, member, summary, blind=True,
-            fprs=DEFAULT_FPRS, seed=seed,
-        )  # fmt: skip
+    if summary is not None:
+        result.config["llm"]["references"] = dict(summary)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     result.timings.update(timings)

@@ -48,7 +48,7 @@ from miaudit.audit.result import AuditResult
 from miaudit.audit.store import atomic_write
 from miaudit.exceptions import MiauditError, ValidationError
 from miaudit.llm.attacks import ONE_PASS_ATTACKS
-from miaudit.llm.audit import _finish, _run_attacks, finish_result
+from miaudit.llm.audit import _finish, _run_attacks
 from miaudit.llm.data import TextSplit, find_duplicates, remove_duplicates
 from miaudit.llm.reference import (
     DEFAULT_GAMMA,
@@ -73,7 +73,6 @@ __all__ = [
     "DEMO_RECIPE",
     "DemoTrainer",
     "ReferenceSpec",
-    "add_reference_attacks",
     "audit_texts_with_references",
     "make_train_lm",
     "spec_from_config",
@@ -545,39 +544,4 @@ def audit_texts_with_references(
     if pop is not None:
         summary["population"] = len(pop)
     result.config["llm"]["references"] = summary
-    return result
-
-
-def add_reference_attacks(
-    base: AuditResult,
-    scores: Mapping[str, NDArray[np.float64]],
-    ref_scores: Mapping[str, NDArray[np.float64]],
-    ref_infos: Mapping[str, dict[str, Any]],
-    is_member: NDArray[np.bool_],
-    summary: Mapping[str, Any],
-    *,
-    blind: bool,
-    fprs: Sequence[float],
-    seed: int,
-) -> AuditResult:
-    """``base`` (from :func:`miaudit.llm.audit._finish` on the one-model ``scores``) with the
-    reference attacks as extra attacks: metrics, ROCs, headline, ``scores.csv``; the blind
-    scores of ``base`` reused (not recomputed) and the blind verdict taken against every
-    attack; ``config["llm"]["references"] = summary``.
-
-    For a result already built; where the reference scores are known before the result is
-    built, give them to :func:`~miaudit.llm.audit._finish` (``more_scores``, ``more_infos``)
-    instead, as :func:`audit_texts_with_references` does, and the result is built once.
-    """
-    blind_cols = [c for c in base.scores.columns if str(c).startswith("blind_")]
-    blind_scores = {c.removeprefix("blind_"): base.scores[c].to_numpy() for c in blind_cols}
-    derived = ("n_members", "n_non_members", "attacks", "n_nan_scores", "blind_baseline")
-    extra = {n: v for n, v in base.config["llm"].items() if n not in derived}
-    result = finish_result(
-        {**scores, **ref_scores}, {**base.attacks, **ref_infos}, is_member,
-        base.scores.index.to_numpy(), blind=blind and bool(blind_cols),
-        blind_scores=blind_scores, fprs=fprs, seed=seed, timings=dict(base.timings),
-        extra=extra, output_dir=None,
-    )  # fmt: skip
-    result.config["llm"]["references"] = dict(summary)
     return result
