@@ -454,28 +454,16 @@ def audit_canaries(
             pick = members
             if exposure_per_tier is not None and len(members) > exposure_per_tier:
                 pick = np.sort(rng.choice(members, exposure_per_tier, replace=False))
+            how: dict[str, Any] = {"which": pick.tolist(), "n_candidates": n_candidates,
+                                   "seed": seed, "quiet": quiet}  # fmt: skip
             if n_candidates - 1 >= MIN_FIT_CANDIDATES:
-                est = exposure_estimates(
-                    target,
-                    canaries,
-                    which=pick.tolist(),
-                    n_candidates=n_candidates,
-                    seed=seed,
-                    quiet=quiet,
-                )
+                est = exposure_estimates(target, canaries, **how)
                 ex = est.sampled
                 row["exposure_extrapolated_mean"] = float(est.extrapolated.mean())
                 row["exposure_extrapolated_max"] = float(est.extrapolated.max())
                 row["exposure_extrapolation_reliable"] = float(est.reliable.mean())
             else:
-                ex = exposure(
-                    target,
-                    canaries,
-                    which=pick.tolist(),
-                    n_candidates=n_candidates,
-                    seed=seed,
-                    quiet=quiet,
-                )
+                ex = exposure(target, canaries, **how)
             row["exposure_mean"] = float(ex.mean())
             row["exposure_max"] = float(ex.max())
         rows.append(row)
