@@ -8,7 +8,8 @@ shift rather than membership. An audit must therefore run a blind baseline on th
 withhold its leakage verdict when the baseline does as well as the best attack.
 
 Blind scores (all out-of-fold: each record is scored by a model fitted on the other folds,
-``n_folds`` stratified folds from ``seed``, so no record's own label is used to score it):
+``n_folds`` stratified folds from ``seed``, so no record's own label is used to score it; the
+first three run by default, ``rare_words`` on request, ``methods=BLIND_METHODS`` for all):
 
 ``bag_of_words``
     TF-IDF of word 1- and 2-grams (sublinear tf) and an L2 logistic regression; the score is
@@ -18,6 +19,12 @@ Blind scores (all out-of-fold: each record is scored by a model fitted on the ot
     member) chosen on the training folds; texts without a year get the training folds' median.
 ``length``
     The number of characters, direction chosen on the training folds.
+``rare_words``
+    Das et al.'s greedy selection of rare n-grams (:func:`greedy_rare_words`, definition and
+    differences from the authors' code there): on the training folds, words that cover many
+    members and few non-members are chosen greedily; a text's score is ``1/r`` for the rank
+    ``r`` of the first chosen word it contains (the same on the non-member side, negated, for
+    texts no member word covers; 0 if none).
 
 Verdict (:func:`blind_verdict`)
     * ``distinguishable``: the best blind AUC's bootstrap interval lies above 0.5.
@@ -42,15 +49,21 @@ from miaudit.metrics import auc, auc_interval, tpr_at_fpr
 
 __all__ = [
     "BLIND_METHODS",
+    "DEFAULT_BLIND_METHODS",
     "DEFAULT_FOLDS",
     "BlindVerdict",
     "blind_baseline",
     "blind_verdict",
+    "greedy_rare_words",
     "largest_year",
 ]
 
-#: The blind scores :func:`blind_baseline` computes.
-BLIND_METHODS = ("bag_of_words", "year", "length")
+#: The blind scores :func:`blind_baseline` can compute.
+BLIND_METHODS = ("bag_of_words", "year", "length", "rare_words")
+#: The blind scores :func:`blind_baseline` (and so every LLM audit) computes by default.
+#: ``rare_words`` is opt-in for now although fast enough to run always (0.24 s on 500 Python-docs
+#: texts, 2 cores); adding it here changes the blind columns of every audit.
+DEFAULT_BLIND_METHODS = ("bag_of_words", "year", "length")
 #: Folds of the out-of-fold blind scores.
 DEFAULT_FOLDS = 5
 #: Years the date detector recognises (Das et al. use the largest year in the text).
@@ -59,6 +72,20 @@ _YEAR = re.compile(r"(?<!\d)(1\d{3}|20\d{2})(?!\d)")
 LOGREG_C = 1.0
 #: Bootstrap resamples of the blind AUC interval.
 BLIND_BOOTSTRAP = 500
+#: Tokens of the rare-word selection: runs of 2+ word characters, case kept (scikit-learn's
+#: default pattern; Das et al.'s arXiv variant splits on spaces and keeps case too).
+RARE_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: Word n-gram lengths of the rare-word selection (1 = single words, as in the arXiv variant).
+RARE_NGRAM_RANGE = (1, 1)
+#: A candidate must occur in at least this many *training* texts (either class): a word seen
+#: once can only memorise its own text (Das et al. use 1 for character n-grams, >10 for words).
+RARE_MIN_DF = 2
+#: Additive smoothing of the greedy ratio ``covered own / (covered other + RARE_SMOOTHING)``
+#: (Das et al.'s ``greedy_selection_basic``: ``m / (n + 1)``).
+RARE_SMOOTHING = 1.0
+#: At most this many words are chosen per side and fold (bounds the run time; the authors stop
+#: only when the non-member budget or the candidates run out).
+RARE_MAX_WORDS = 256
 
 
 def largest_year(text: str) -> float:
@@ -104,7 +131,7 @@ def blind_baseline(
     texts: Sequence[str],
     is_member: ArrayLike,
     *,
-    methods: Sequence[str] = BLIND_METHODS,
+    methods: Sequence[str] = DEFAULT_BLIND_METHODS,
     n_folds: int = DEFAULT_FOLDS,
     seed: int = 0,
 ) -> dict[str, NDArray[np.float64]]:
@@ -124,6 +151,8 @@ def blind_baseline(
     for name in methods:
         if name == "bag_of_words":
             out[name] = _bag_of_words(t, m, folds, seed)
+        elif name == "rare_words":
+            out[name] = _rare_words(t, m, folds)
         elif name == "year":
             out[name] = _oriented_feature(np.array([largest_year(x) for x in t]), m, folds)
         else:
@@ -148,6 +177,100 @@ def _bag_of_words(
         )
         clf.fit(arr[train], is_member[train])
         out[test] = clf.decision_function(arr[test])
+    return out
+
+
+def greedy_rare_words(
+    present: Any, positive: NDArray[np.bool_], *, max_words: int = RARE_MAX_WORDS
+) -> NDArray[np.intp]:
+    """Das et al.'s greedy selection of words that cover ``positive`` texts but few others.
+
+    Greedy set cover (Das, Zhang & Tramèr 2024, the "greedy selection" blind attack; the authors'
+    ``greedy_selection.py``): with ``P`` the positive and ``Q`` the other texts still *uncovered*
+    (containing no word chosen so far), repeatedly choose the candidate ``w`` maximising
+
+    ``|{x ∈ P : w ∈ x}| / (|{x ∈ Q : w ∈ x}| + RARE_SMOOTHING)``
+
+    (ties: the lowest column), then mark every text containing ``w`` covered. Stops when no
+    candidate covers an uncovered positive text or ``max_words`` are chosen. The chosen words in
+    order trace an ROC curve: "contains one of the first ``k``" has the training TPR/FPR of the
+    first ``k`` steps.
+
+    Parameters
+    ----------
+    present : scipy.sparse matrix, shape (n_texts, n_words)
+        Nonzero where the word occurs in the text (the candidates are its columns).
+    positive : ndarray of bool, shape (n_texts,)
+        The side whose words are selected (members, or non-members for the other side).
+    max_words : int
+        At most this many words are chosen.
+
+    Returns
+    -------
+    ndarray of int
+        Column indices of the chosen words, in the order chosen.
+    """
+    x = present.tocsc().astype(bool).astype(np.float64)
+    pos = positive.astype(np.float64)
+    own = np.asarray(x.T @ pos).ravel()
+    other = np.asarray(x.T @ (1.0 - pos)).ravel()
+    uncovered = np.ones(x.shape[0], dtype=bool)
+    chosen: list[int] = []
+    while len(chosen) < max_words:
+        ratio = np.where(own > 0, own / (other + RARE_SMOOTHING), -np.inf)
+        w = int(np.argmax(ratio))
+        if not np.isfinite(ratio[w]):
+            break
+        chosen.append(w)
+        rows = x.indices[x.indptr[w] : x.indptr[w + 1]]
+        newly = rows[uncovered[rows]]
+        uncovered[newly] = False
+        sub = x[newly]
+        own -= np.asarray(sub.T @ pos[newly]).ravel()
+        other -= np.asarray(sub.T @ (1.0 - pos[newly])).ravel()
+    return np.asarray(chosen, dtype=np.intp)
+
+
+def _first_rank(present: Any, chosen: NDArray[np.intp]) -> NDArray[np.float64]:
+    """``1/r`` for the 1-based rank ``r`` of the first of ``chosen`` each text contains, else 0."""
+    if chosen.size == 0:
+        return np.zeros(present.shape[0], dtype=np.float64)
+    hits = present[:, chosen].toarray().astype(bool)
+    has = hits.any(axis=1)
+    first = np.argmax(hits, axis=1)
+    return np.where(has, 1.0 / (first + 1.0), 0.0)
+
+
+def _rare_words(
+    texts: list[str], is_member: NDArray[np.bool_], folds: list[NDArray[np.intp]]
+) -> NDArray[np.float64]:
+    """Out-of-fold greedy rare-word scores (the module docstring's ``rare_words``)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vec = CountVectorizer(
+        token_pattern=RARE_TOKEN_PATTERN, ngram_range=RARE_NGRAM_RANGE, lowercase=False,
+        binary=True, dtype=np.float64,
+    )
+    out = np.zeros(len(texts), dtype=np.float64)
+    try:
+        # The vocabulary is label-free; which columns may be chosen depends on the training fold.
+        present = vec.fit_transform(texts).tocsr()
+    except ValueError:  # no token in any text: nothing to select, every score 0
+        return out
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(texts)), test)
+        xt = present[train]
+        keep = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= RARE_MIN_DF)
+        if keep.size == 0:
+            continue
+        xt = xt[:, keep]
+        xs = present[test][:, keep]
+        m = is_member[train]
+        member_words = greedy_rare_words(xt, m)
+        other_words = greedy_rare_words(xt, ~m)
+        up = _first_rank(xs, member_words)
+        down = _first_rank(xs, other_words)
+        out[test] = np.where(up > 0, up, -down)
     return out
 
 
