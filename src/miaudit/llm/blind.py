@@ -17,6 +17,10 @@ first three run by default, ``rare_words`` on request, ``methods=BLIND_METHODS``
 ``year``
     The largest year 1000–2099 written in the text (regex), the direction (newer or older =
     member) chosen on the training folds; texts without a year get the training folds' median.
+    (The authors' ``date_detection.py`` thresholds the largest 4-digit number at a cut-off year
+    fixed per dataset, e.g. 2023 for WikiMIA, and scores yearless texts 0.5; their arXiv variant
+    reads the years of ``\cite`` keys only. The continuous, fold-oriented score here needs no
+    cut-off.)
 ``length``
     The number of characters, direction chosen on the training folds.
 ``rare_words``
@@ -195,6 +199,29 @@ def greedy_rare_words(
     candidate covers an uncovered positive text or ``max_words`` are chosen. The chosen words in
     order trace an ROC curve: "contains one of the first ``k``" has the training TPR/FPR of the
     first ``k`` steps.
+
+    The blind method ``rare_words`` runs this out of fold: on each fold's training texts it
+    chooses member words (``positive`` = members) and non-member words (``positive`` =
+    non-members); a held-out text scores ``1/r`` for the rank ``r`` of the first member word it
+    contains, else ``−1/q`` for the rank ``q`` of the first non-member word, else 0. Its
+    high-score end is the authors' attack: the texts containing one of the first ``k`` member
+    words are exactly its ``k``-th operating point.
+
+    Differences from the authors' code (``greedy_selection.py``):
+
+    * candidates are words (``RARE_TOKEN_PATTERN``, case kept, ``RARE_NGRAM_RANGE``) seen in at
+      least ``RARE_MIN_DF`` training texts; ``greedy_selection_basic`` uses every character
+      n-gram of length ≤ 5 (≤ 10 when testing on Temporal Wiki) seen once, and the arXiv variant
+      whitespace-separated words seen in more than 10 texts;
+    * the ratio is ``greedy_selection_basic``'s ``m / (n + 1)``; the Temporal Wiki variant uses
+      ``(m − 5) / (n + 5)``;
+    * every text gets a score, out of ``n_folds`` stratified folds; the authors draw ten random
+      90/10 splits and report the held-out TPR at the last step whose *held-out* FPR is within the
+      target (so the stopping point sees the test labels; here nothing of the held-out fold is);
+    * the non-member side orders the texts no member word covers (the authors' arXiv variant
+      lists non-member words but does not score with them);
+    * at most ``max_words`` words per side (the authors stop when the candidates or the
+      non-member budget, all non-members, run out).
 
     Parameters
     ----------
