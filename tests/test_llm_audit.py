@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from miaudit.exceptions import ValidationError
 from miaudit.llm import audit_texts, score_texts
+from miaudit.llm.blind import BLIND_METHODS
 from miaudit.llm.corpus import PYDOC_SOURCE, python_docs_corpus
 from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
 
@@ -51,7 +52,7 @@ def test_audit_texts_writes_report_with_llm_findings(lm, docs, tmp_path):
     assert llm["duplicates"]["n_exact_pairs"] == 1
     assert llm["duplicates"]["near_duplicate_non_members"] == [39]
     assert llm["n_members"] == 40 and llm["n_non_members"] == 40
-    assert set(llm["blind_baseline"]["blind_auc"]) == {"bag_of_words", "year", "length"}
+    assert set(llm["blind_baseline"]["blind_auc"]) == set(BLIND_METHODS)
     assert llm["attacks"]["min_k"].startswith("mean of the max(1, floor(k N))")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["llm"]["blind_baseline"]["message"]

@@ -31,7 +31,7 @@ def test_shifted_split_is_flagged(corpus):
     non_members = list(rng.choice(modules, 150, replace=False))
     is_member = np.r_[np.ones(150, bool), np.zeros(150, bool)]
     blind = blind_baseline(members + non_members, is_member, seed=0)
-    assert set(blind) == {"bag_of_words", "year", "length"}
+    assert set(blind) == {"bag_of_words", "year", "length", "rare_words"}
     # An attack no better than chance: the verdict must be withheld.
     chance = {"loss": rng.normal(size=300)}
     v = blind_verdict(blind, is_member, chance, fpr=0.01)

@@ -117,10 +117,10 @@ def test_verdict_follows_rare_words_when_it_is_the_best_blind_method(texts):
     assert not blind_verdict(without, m, {"attack": attack}, fpr=fpr).withhold
 
 
-def test_rare_words_is_opt_in():
+def test_rare_words_runs_by_default_and_alone():
     t = ["alpha beta", "gamma delta", "alpha eps", "zeta eta"]
     m = [True, True, False, False]
-    assert "rare_words" not in blind_baseline(t, m)
-    assert set(blind_baseline(t, m, methods=["rare_words"])) == {"rare_words"}
+    assert "rare_words" in blind_baseline(t, m, n_folds=2)
+    assert set(blind_baseline(t, m, methods=["rare_words"], n_folds=2)) == {"rare_words"}
     # Texts without any token: every score 0, no error.
     assert not blind_baseline(["a", "b", "c", "d"], m, methods=["rare_words"])["rare_words"].any()
