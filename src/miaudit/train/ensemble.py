@@ -761,7 +761,6 @@ def train_ensemble_dp(
     cfg: TorchTrainConfig,
     model_ids: Sequence[int],
     source: torch.Tensor | None = None,
-    scaling: InputScaling | None = None,
     on_epoch: Callable[[], None] | None = None,
 ) -> tuple[NDArray[np.float64], list[DPSchedule]]:
     r"""Train the ``K`` MLPs of ``net`` with DP-SGD, model ``k`` on records ``keep[k]``.
@@ -777,8 +776,8 @@ def train_ensemble_dp(
     Adam and weight decay are post-processing of the noisy gradient). Dropout masks come from
     the model's :data:`NOISE_STREAM`, one row per sampled record. Nothing a model draws depends
     on the other models of its group. Models run ``T_k = epochs·⌈n_k/B⌉`` steps with the
-    learning-rate schedule of :func:`learning_rates`. With ``scaling`` each model's rows are
-    standardised first, and the clipping uses the norms of the standardised rows.
+    learning-rate schedule of :func:`learning_rates`. (No ``standardize``: statistics of a
+    model's own records would reach it without noise.)
 
     Returns
     -------
@@ -815,7 +814,7 @@ def train_ensemble_dp(
     optimizer = OPTIMIZERS.get(cfg.optimizer)(net.storage(), cfg)
     if source is None:
         source = net.batch_source(compact_rows(X))
-    row_sq = _sq_row_norms(source) if scaling is None else None
+    row_sq = _sq_row_norms(source)
     storage = net.storage()
     n_params = sum(t[0].numel() for t in storage)
     noise = torch.empty(k, n_params)
@@ -846,11 +845,6 @@ def train_ensemble_dp(
                     widened = torch.empty(gathered.shape, device=device)
                 rows = widened[: k * width].copy_(rows)
             rows = rows.view(k, width, -1)
-            if scaling is None:
-                assert row_sq is not None
-                sq_norms = row_sq[idx_t].view(k, width)
-            else:
-                sq_norms = torch.linalg.vector_norm(scaling.apply_(rows), dim=2).square_()
             masks = None
             if cfg.dropout:
                 masks = []
@@ -865,7 +859,7 @@ def train_ensemble_dp(
                 y[idx_t].view(k, width),
                 weight.to(device),
                 max_grad_norm=dp.max_grad_norm,
-                input_sq_norms=sq_norms,
+                input_sq_norms=row_sq[idx_t].view(k, width),
                 label_smoothing=cfg.label_smoothing,
                 dropout_masks=masks,
                 grad_decay=optimizer.grad_decay(),
@@ -1147,7 +1141,7 @@ class TorchRecipe(Recipe):
             if self.config.dp is not None:
                 assert isinstance(net, StackedMLP)
                 losses, schedules = train_ensemble_dp(
-                    net, Xt, yt, keep[span], self.config, ids, source, scaling, on_epoch
+                    net, Xt, yt, keep[span], self.config, ids, source, on_epoch
                 )
                 privacy = [sch.info(self.config) for sch in schedules]
             else:
@@ -1258,9 +1252,12 @@ class TorchMLPRecipe(TorchRecipe):
 
     def standardizes(self, X: torch.Tensor) -> bool:
         """``standardize`` resolved on the records ``X``: ``"auto"`` is on unless every value
-        lies in [0, 1] (:func:`unit_scaled`)."""
+        lies in [0, 1] (:func:`unit_scaled`) or the models train with DP-SGD (their own
+        records' statistics are not private)."""
         choice = self.config.standardize
-        return (not unit_scaled(X)) if choice == "auto" else bool(choice)
+        if choice == "auto":
+            return self.config.dp is None and not unit_scaled(X)
+        return bool(choice)
 
 
 @RECIPES.register("torch-cnn")

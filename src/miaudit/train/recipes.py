@@ -380,7 +380,9 @@ class TorchMLPConfig(TorchTrainConfig):
         After training the map is folded into the first layer (``W' = diag(1/σ_k) W``,
         ``b' = b - (μ_k/σ_k) W``): the stored model takes raw features, like any other.
         ``"auto"`` (default): on unless every feature value lies in [0, 1] (pixels over their
-        maximum, binary and one-hot indicators: the scale the defaults are tuned for). Raw
+        maximum, binary and one-hot indicators: the scale the defaults are tuned for), and
+        always off with ``dp`` (the statistics of a model's own records are not private;
+        ``standardize: true`` with ``dp`` is refused). Raw
         features of very different scales (e.g. scikit-learn's breast_cancer, areas in the
         thousands beside ratios below 1) otherwise leave the default MLP below the
         majority-class rate.
@@ -392,6 +394,15 @@ class TorchMLPConfig(TorchTrainConfig):
         super().__post_init__()
         if not (isinstance(self.standardize, bool) or self.standardize == "auto"):
             _fail(self, "standardize", f"expected true, false or 'auto', got {self.standardize!r}")
+        if self.standardize is True and self.dp is not None:
+            _fail(
+                self,
+                "standardize",
+                "standardising with each model's own statistics is not differentially private "
+                "(the means and deviations of its training records reach the model without "
+                "noise, outside the accountant's epsilon); scale the features beforehand with "
+                "public statistics, or set standardize: false",
+            )
 
 
 @dataclass(frozen=True)
