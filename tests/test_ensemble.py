@@ -620,3 +620,18 @@ def test_early_stopping_config():
     assert "early_stopping" not in off and "validation_fraction" not in off
     on = make_recipe("torch-mlp", early_stopping=2).describe()["config"]
     assert on["early_stopping"] == 2 and on["validation_fraction"] == 0.2
+
+
+def test_input_scaling_treats_a_feature_constant_over_a_models_records_as_constant():
+    """A rare one-hot column that a model never sees set: its deviation over that model's
+    records is 0 exactly, not float rounding turned into a scale of ~1e9."""
+    rng = np.random.default_rng(0)
+    X = rng.random((1000, 3)).astype(np.float32)
+    X[:, 2] = 0.3
+    X[:3, 2] = 1.3  # set on three records only
+    keep = np.ones((2, 1000), bool)
+    keep[0, :3] = False  # model 0 never trains on them
+    scaling = ensemble.InputScaling.fit(torch.from_numpy(X), keep)
+    assert scaling.scale[0, 2] == 1.0
+    assert scaling.shift[0, 2] == pytest.approx(0.3)
+    assert 10 < float(scaling.scale[1, 2]) < 20  # model 1 sees the variation: 1 / 0.0547

@@ -96,8 +96,10 @@ UINT8_MAX = 255
 #: Rows per block of :func:`compact_rows`'s lossless check.
 COMPACT_CHECK_ROWS = 4096
 #: ``standardize``: a feature whose standard deviation over a model's training records is at
-#: most this is treated as constant (divided by 1, not by ~0).
-STANDARDIZE_MIN_STD = 1e-12
+#: most this times ``max(1, |mean|)`` is treated as constant (divided by 1, not by ~0).
+STANDARDIZE_REL_STD = 1e-6
+#: Rows per block of :meth:`InputScaling.fit` (the second pass holds ``K × block × d`` floats).
+STANDARDIZE_BLOCK_ROWS = 512
 #: Random streams of a model (see the module docstring); DP-SGD's Gaussian noise and the choice
 #: of early stopping's validation records have their own.
 INIT_STREAM, ORDER_STREAM, NOISE_STREAM, DP_NOISE_STREAM, VALIDATION_STREAM = 0, 1, 2, 3, 4
@@ -389,23 +391,27 @@ class InputScaling:
     @classmethod
     def fit(cls, X: torch.Tensor, keep: NDArray[np.bool_]) -> InputScaling:
         """Statistics of the flattened records ``X`` ``(n, ...)`` over each row of ``keep``
-        ``(K, n)``, accumulated in float64 blocks of rows around the overall mean (so that the
-        per-model variances do not cancel catastrophically)."""
+        ``(K, n)``, in float64 and two passes over blocks of rows (the means, then the squared
+        deviations from each model's own mean, so nothing cancels). A feature whose deviation
+        is at most ``STANDARDIZE_REL_STD · max(1, |mean|)`` over a model's records is constant
+        there: scale 1."""
         flat = X.reshape(X.shape[0], -1)
-        center = flat.to(torch.float64).mean(dim=0)
         weights = torch.from_numpy(keep.astype(np.float64)).to(flat.device)
-        first = torch.zeros(keep.shape[0], flat.shape[1], dtype=torch.float64, device=flat.device)
-        second = torch.zeros_like(first)
-        for start in range(0, flat.shape[0], COMPACT_CHECK_ROWS):
-            block = flat[start : start + COMPACT_CHECK_ROWS].to(torch.float64) - center
-            w = weights[:, start : start + COMPACT_CHECK_ROWS]
-            first += w @ block
-            second += w @ block.square()
         counts = weights.sum(dim=1, keepdim=True)
-        mean = first / counts
-        std = (second / counts - mean.square()).clamp_min(0.0).sqrt()
-        scale = torch.where(std > STANDARDIZE_MIN_STD, 1.0 / std, torch.ones_like(std))
-        return cls((mean + center).to(torch.float32), scale.to(torch.float32))
+        mean = torch.zeros(keep.shape[0], flat.shape[1], dtype=torch.float64, device=flat.device)
+        for start in range(0, flat.shape[0], STANDARDIZE_BLOCK_ROWS):
+            block = flat[start : start + STANDARDIZE_BLOCK_ROWS].to(torch.float64)
+            mean += weights[:, start : start + STANDARDIZE_BLOCK_ROWS] @ block
+        mean /= counts
+        var = torch.zeros_like(mean)
+        for start in range(0, flat.shape[0], STANDARDIZE_BLOCK_ROWS):
+            block = flat[start : start + STANDARDIZE_BLOCK_ROWS].to(torch.float64)
+            w = weights[:, start : start + STANDARDIZE_BLOCK_ROWS].unsqueeze(2)
+            var += ((block.unsqueeze(0) - mean.unsqueeze(1)).square_() * w).sum(dim=1)
+        std = (var / counts).sqrt()
+        constant = std <= STANDARDIZE_REL_STD * mean.abs().clamp_min(1.0)
+        scale = torch.where(constant, torch.ones_like(std), 1.0 / std)
+        return cls(mean.to(torch.float32), scale.to(torch.float32))
 
     def apply_(self, rows: torch.Tensor) -> torch.Tensor:
         """Standardise the first ``d`` columns of the batch ``rows`` ``(K, B, ≥ d)`` in place
