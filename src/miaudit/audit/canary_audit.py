@@ -9,9 +9,15 @@ the best of several would spend the confidence once per attack):
 * **multi-run** (Jagielski, Ullman & Oprea, NeurIPS 2020): every (target model, canary) pair
   is a trial, IN or OUT; :func:`~miaudit.audit.dp.canary_audit` chooses a threshold on half of
   the trials and bounds ε with Clopper–Pearson on the other half.
-* **one-run** (Steinke, Nasr & Jagielski, NeurIPS 2023): the canaries of the *first* target
-  model only (one training run, fair coins), guesses on the highest and lowest scores,
-  :func:`~miaudit.audit.dp.one_run_audit` with its Bonferroni choice of the guess counts.
+* **one-run** (Steinke, Nasr & Jagielski, NeurIPS 2023): the canaries of *one* target model
+  (one training run), guesses on the highest and lowest scores,
+  :func:`~miaudit.audit.dp.one_run_audit` with its Bonferroni choice of the guess counts. The
+  bound assumes each canary is IN with probability 1/2: the model used is the first target
+  whose share of IN records is within :data:`FAIR_SHARE_TOLERANCE` of 1/2 (with an odd number
+  of models, the three base rows of :func:`miaudit.data.splits.nested_keep_matrix` keep each
+  record with probability 2/3 and are skipped; on them a model that leaks nothing would
+  "prove" ε > 0). A balanced row holds exactly half the records rather than independent
+  coins, close to the assumption when the canaries are few beside the records.
 * **Gaussian DP** (Nasr et al., USENIX Security 2023): :func:`~miaudit.audit.dp.gdp_audit` on
   the same trials as the multi-run audit.
 
@@ -35,6 +41,8 @@ __all__ = ["audit_canaries"]
 
 #: Fewest canary trials of each kind (IN and OUT) for the multi-run and GDP audits.
 MIN_TRIALS = 2
+#: The one-run audit's model must hold a share of the records within this of 1/2.
+FAIR_SHARE_TOLERANCE = 0.05
 
 
 def audit_canaries(
@@ -87,7 +95,8 @@ def audit_canaries(
         )
     multi = dp.canary_audit(trials_in, trials_out, delta=delta, alpha=alpha, rng=seed)
     gdp = dp.gdp_audit(trials_in, trials_out, delta=delta, alpha=alpha, rng=seed)
-    first = (scores["target"] == scores["target"].iloc[0]).to_numpy()
+    one_target = _fair_target(scores)
+    first = (scores["target"] == one_target).to_numpy()
     one = dp.one_run_audit(
         values[canary & first], member[canary & first], delta=delta, p=alpha, rng=seed
     )
@@ -103,8 +112,22 @@ def audit_canaries(
         "n_canaries": n_canaries,
         "n_trials": {"in": int(trials_in.size), "out": int(trials_out.size)},
         "multi_run": asdict(multi),
-        "one_run": asdict(one),
+        "one_run": {**asdict(one), "target": one_target},
         "gdp": asdict(gdp),
         "confidence": confidence,
         "sentence": sentence,
     }
+
+
+def _fair_target(scores: pd.DataFrame) -> Any:
+    """The first target whose share of IN records is within :data:`FAIR_SHARE_TOLERANCE` of
+    1/2 (the one-run audit's fair coins)."""
+    share = scores.groupby("target", sort=False)["is_member"].mean()
+    fair = share[(share - 0.5).abs() <= FAIR_SHARE_TOLERANCE]
+    if fair.empty:
+        raise ValidationError(
+            "canaries: no target model trained on about half of the records (shares "
+            f"{', '.join(f'{v:.2f}' for v in share)}); the one-run audit needs fair coins"
+        )
+    target = fair.index[0]
+    return target.item() if hasattr(target, "item") else target

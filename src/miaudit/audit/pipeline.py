@@ -130,18 +130,21 @@ def attack_fingerprint(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _audit_canaries_too(
-    audit_idx: NDArray[np.int64], pop_idx: NDArray[np.int64], canaries: NDArray[np.intp]
+    audit_idx: NDArray[np.int64],
+    pop_idx: NDArray[np.int64],
+    canaries: NDArray[np.intp],
+    rng: np.random.Generator,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Move the canaries that fell among the population records (never trained on, so never
-    IN) into the audited records, and as many non-canary audited records the other way, so
-    that both sets keep their sizes."""
+    IN) into the audited records, and as many non-canary audited records, drawn at random
+    from ``rng``, the other way, so that both sets keep their sizes."""
     stray = np.intersect1d(pop_idx, canaries)
     if stray.size == 0:
         return audit_idx, pop_idx
     movable = np.setdiff1d(audit_idx, canaries)
     if movable.size < stray.size:
         raise ConfigError("data.canaries: more canaries than records to audit")
-    back = movable[: stray.size]
+    back = rng.choice(movable, stray.size, replace=False)
     audit = np.sort(np.concatenate([np.setdiff1d(audit_idx, back), stray]))
     pop = np.sort(np.concatenate([np.setdiff1d(pop_idx, stray), back]))
     return audit.astype(np.int64), pop.astype(np.int64)
@@ -305,7 +308,7 @@ class Audit:
         audit_idx, pop_idx = mode.split_records(n, n_pop, member, split_seed)
         if planted is not None:
             audit_idx, pop_idx = _audit_canaries_too(
-                audit_idx, pop_idx, np.flatnonzero(planted.mask(ds.record_ids))
+                audit_idx, pop_idx, np.flatnonzero(planted.mask(ds.record_ids)), split_seed
             )
         n_models = mode.n_models(cfg)
         self._preflight(n, audit_idx.size, pop_idx.size, n_models)
