@@ -573,42 +573,86 @@ def test_training_bar_moves_per_epoch_while_a_group_trains(digits):
 
 
 # ------------------------------------------------------------------------ early stopping
-def test_early_stopping_keeps_each_models_best_epoch():
-    """Adam on a small purchase-like set over-fits within ~8 epochs: the group stops long before
-    100 epochs, every model gets its best epoch's weights back (its validation loss is the
-    lowest it reached), and the validation records are OUT records only."""
+def _purchase_small():
     from miaudit.data import load_dataset
 
     ds = load_dataset("purchase-like", n_records=1000, n_classes=20)
-    X, y = torch.from_numpy(ds.X), torch.from_numpy(ds.y)
-    keep = keep_matrix(3, len(ds.X), seed=0)
-    recipe = make_recipe("torch-mlp", epochs=100, early_stopping=3, optimizer="adam", lr=0.003)
+    return torch.from_numpy(ds.X), torch.from_numpy(ds.y)
+
+
+#: Adam on a small purchase-like set over-fits within ~8 epochs.
+EARLY = {"epochs": 100, "early_stopping": 3, "optimizer": "adam", "lr": 0.003}
+
+
+def test_early_stopping_keeps_each_models_best_epoch():
+    """Each model stops long before 100 epochs, gets its best epoch's weights back (its
+    validation loss is the lowest it reached at the end of its own epochs), and validates on
+    OUT records only."""
+    X, y = _purchase_small()
+    keep = keep_matrix(3, len(X), seed=0)
+    recipe = make_recipe("torch-mlp", **EARLY)
     net = recipe.build((X.shape[1],), 20, [0, 1, 2])
     stopping = ensemble.EarlyStopping(X, y, keep, recipe.config, [0, 1, 2])
-    seen = []
-    original = stopping.validation_loss
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original_loss, original_end = stopping.validation_loss, stopping.epoch_end
 
-    def spy(net, scaling):
-        loss = original(net, scaling)
-        seen.append(loss.clone())
-        return loss
+    def spy(net, scaling, ended):
+        seen.append((original_loss(net, scaling), ended & stopping.active))
+        return original_end(net, scaling, ended)
 
-    stopping.validation_loss = spy  # type: ignore[method-assign]
+    stopping.epoch_end = spy  # type: ignore[method-assign]
     train_ensemble(
         net, X, y, keep, recipe.config, model_generators(0, [0, 1, 2], ORDER_STREAM),
         model_generators(0, [0, 1, 2], NOISE_STREAM), stopping=stopping,
     )
-    history = torch.stack(seen)
-    assert stopping.epochs < 30 and history.shape[0] == stopping.epochs
-    assert torch.all(stopping.bad_epochs >= 3)
-    np.testing.assert_allclose(
-        original(net, None).numpy(), history.min(dim=0).values.numpy(), rtol=1e-5
-    )
-    assert torch.equal(stopping.best_epoch, history.argmin(dim=0) + 1)
-    # validation records: about 20% of each model's OUT records, never an IN record
+    assert not stopping.active.any()
+    assert int(stopping.epochs_done.max()) < 30
+    for k in range(3):
+        own = torch.stack([loss[k] for loss, ended in seen if ended[k]])
+        assert own.shape[0] == stopping.epochs_done[k]
+        assert int(stopping.best_epoch[k]) == int(own.argmin()) + 1
+        np.testing.assert_allclose(
+            float(original_loss(net, None)[k]), float(own.min()), rtol=1e-5
+        )
     chosen = (stopping.weight > 0).numpy()
     assert chosen.sum(axis=1).tolist() == [round(0.2 * (~row).sum()) for row in keep]
     assert not (chosen & keep[:, stopping.records]).any()
+
+
+def test_early_stopping_does_not_depend_on_the_group():
+    """A model stops on its own epochs and its own validation loss: trained with two others
+    it ends with the weights (and reported loss) it has trained alone."""
+    X, y = _purchase_small()
+    keep = keep_matrix(3, len(X), seed=1)
+    keep[1, :40] = False  # another subset size: other epoch boundaries
+    recipe = make_recipe("torch-mlp", **EARLY)
+    together = recipe.train_chunk(X.numpy(), y.numpy(), 20, keep, [0, 1, 2], ("identity",))
+    for j in range(3):
+        alone = recipe.train_chunk(
+            X.numpy(), y.numpy(), 20, keep[j : j + 1], [j], ("identity",)
+        )[0]
+        for name, value in together[j].weights.items():
+            np.testing.assert_allclose(value, alone.weights[name], atol=1e-5)
+        assert together[j].final_loss == pytest.approx(alone.final_loss, rel=1e-5)
+
+
+def test_early_stopping_without_validation_records_trains_every_epoch():
+    """A model with no OUT records has nothing to validate on: it trains all its epochs and
+    reports its last epoch's loss, beside models that stop early; a group in which no model
+    has validation records trains as without early stopping."""
+    X, y = _purchase_small()
+    keep = keep_matrix(3, len(X), seed=0)
+    keep[1] = True
+    recipe = make_recipe("torch-mlp", **{**EARLY, "epochs": 12})
+    res = recipe.train_chunk(X.numpy(), y.numpy(), 20, keep, [0, 1, 2], ("identity",))
+    plain = make_recipe("torch-mlp", **{**EARLY, "epochs": 12, "early_stopping": 0})
+    full = plain.train_chunk(X.numpy(), y.numpy(), 20, keep[1:2], [1], ("identity",))[0]
+    for name, value in res[1].weights.items():
+        np.testing.assert_allclose(value, full.weights[name], atol=1e-5)
+    assert res[1].final_loss == pytest.approx(full.final_loss, rel=1e-5) and res[1].final_loss > 0
+    everything = np.ones((2, len(X)), dtype=bool)
+    alone = recipe.train_chunk(X.numpy(), y.numpy(), 20, everything, [0, 1], ("identity",))
+    assert all(r.final_loss > 0 for r in alone)
 
 
 def test_early_stopping_config():

@@ -422,14 +422,21 @@ class InputScaling:
 
 
 class EarlyStopping:
-    """Early stopping of a group of ``K`` models on their own held-out OUT records.
+    """Early stopping of each of ``K`` models on its own held-out OUT records.
 
     Model ``k``'s validation records are a random ``validation_fraction`` of the records it
-    does not train on (drawn from its :data:`VALIDATION_STREAM`). After each epoch,
-    :meth:`epoch_end` computes every model's mean cross-entropy on its validation records (one
-    forward pass of all models over the union of them), keeps a copy of the weights of each
-    model whose loss went down, and says whether every model (with validation records) has gone
-    ``patience`` epochs without improving. :meth:`restore` puts back each model's best weights.
+    does not train on (drawn from its :data:`VALIDATION_STREAM`). At the end of each of *its
+    own* epochs (every ``⌈n_k / B⌉`` steps) :meth:`epoch_end` measures its mean cross-entropy
+    there (one forward pass of all models over the union of the validation records), keeps a
+    copy of its weights when the loss went down, and freezes it (learning rate 0 from then on,
+    :attr:`active`) once it has gone ``patience`` epochs without improving. Every decision
+    about a model depends on its own weights and records only, so it stops, and keeps, exactly
+    what it would trained alone: the group, the chunk and the device do not matter. A model
+    without validation records (no OUT records, or too few for the fraction) trains all its
+    epochs. :meth:`restore` puts back each stopped model's best weights.
+
+    The validation records are non-members chosen to select the model's epoch, so they look
+    very slightly more like members than other non-members do.
     """
 
     def __init__(
@@ -459,13 +466,17 @@ class EarlyStopping:
         self.patience = cfg.early_stopping
         self.best_loss = torch.full((k,), math.inf, device=device)
         self.bad_epochs = torch.zeros(k, dtype=torch.int64, device=device)
-        self.best_epoch = torch.zeros(k, dtype=torch.int64)
+        self.epochs_done = torch.zeros(k, dtype=torch.int64, device=device)
+        self.best_epoch = torch.zeros(k, dtype=torch.int64, device=device)
+        self.active = torch.ones(k, dtype=torch.bool, device=device)
         self.best: list[torch.Tensor] | None = None
-        self.epochs = 0
 
     @torch.no_grad()
     def validation_loss(self, net: StackedNet, scaling: InputScaling | None) -> torch.Tensor:
-        """Each model's mean cross-entropy on its validation records ``(K,)``."""
+        """Each model's mean cross-entropy on its validation records ``(K,)`` (inf without
+        any)."""
+        if self.X.shape[0] == 0:
+            return torch.full_like(self.best_loss, math.inf)
         if scaling is None:
             logits = net.predict(self.X)
         else:
@@ -474,25 +485,32 @@ class EarlyStopping:
         ce = torch.logsumexp(logits, dim=2) - logits.gather(
             2, self.y.view(1, -1, 1).expand(logits.shape[0], -1, 1)
         ).squeeze(2)
-        return (ce * self.weight).sum(dim=1)
+        loss = (ce * self.weight).sum(dim=1)
+        return torch.where(self.has_records, loss, math.inf)
 
     @torch.no_grad()
-    def epoch_end(self, net: StackedNet, scaling: InputScaling | None) -> bool:
-        """Record one finished epoch; True when the group should stop."""
-        self.epochs += 1
+    def epoch_end(
+        self, net: StackedNet, scaling: InputScaling | None, ended: torch.Tensor
+    ) -> torch.Tensor:
+        """Models ``ended`` ``(K,)`` bool finished an epoch: record it; returns which of them
+        improved (their weights are kept)."""
+        ended = ended & self.active
         loss = self.validation_loss(net, scaling)
-        improved = (loss < self.best_loss) & self.has_records
+        improved = ended & (loss < self.best_loss) & self.has_records
         storage = net.storage()
         if self.best is None:
             self.best = [t.detach().clone() for t in storage]
         elif bool(improved.any()):
             for saved, live in zip(self.best, storage, strict=True):
                 saved[improved] = live[improved]
+        self.epochs_done += ended.to(self.epochs_done.dtype)
         self.best_loss = torch.where(improved, loss, self.best_loss)
-        self.bad_epochs = torch.where(improved, 0, self.bad_epochs + 1)
-        self.best_epoch[improved.cpu()] = self.epochs
-        waiting = self.bad_epochs[self.has_records]
-        return bool(waiting.numel()) and bool((waiting >= self.patience).all())
+        self.best_epoch = torch.where(improved, self.epochs_done, self.best_epoch)
+        self.bad_epochs = torch.where(
+            improved, 0, self.bad_epochs + ended.to(self.bad_epochs.dtype)
+        )
+        self.active &= ~(self.has_records & (self.bad_epochs >= self.patience))
+        return improved
 
     @torch.no_grad()
     def restore(self, net: StackedNet) -> None:
@@ -585,14 +603,15 @@ def train_ensemble(
         Called after every ``max_k ⌈n_k / B⌉`` steps (an epoch of the largest model), for
         progress bars.
     stopping : EarlyStopping, optional
-        Checked after every such epoch; training ends when it says so, and each model gets
-        its best epoch's weights back.
+        Checked at the end of each model's own epochs; a model that has run out of patience
+        is frozen (learning rate 0), the loop ends when all are, and each model gets its best
+        epoch's weights back.
 
     Returns
     -------
     ndarray of shape (K,)
-        Mean training loss of each model over its last epoch (with ``stopping``: over the
-        steps of its best epoch).
+        Mean training loss of each model over its last epoch (with ``stopping``, for a model
+        with validation records: over the steps of its best epoch).
     """
     k = net.n_models
     device = net.device
@@ -615,6 +634,7 @@ def train_ensemble(
     last_loss = torch.zeros(k, device=device)
     epoch_loss = torch.zeros(k, device=device)
     best_loss = torch.zeros(k, device=device)
+    steps_per_epoch = torch.tensor(per_epoch, device=device)
     order = torch.empty(0)
     for t in range(rates.shape[0]):
         if t % block == 0:
@@ -634,26 +654,28 @@ def train_ensemble(
             grad_decay=optimizer.grad_decay(),
             need_loss=need_loss,
         )
-        optimizer.step(rates[t])
+        optimizer.step(rates[t] if stopping is None else rates[t] * stopping.active)
         if need_loss:
             assert loss is not None
             last_loss += torch.where((t >= last_epoch_start) & (t < total), loss, 0.0)
             if stopping is not None:
                 epoch_loss += loss
-        if (t + 1) % block == 0:
-            if on_epoch is not None:
-                on_epoch()
-            if stopping is not None:
-                stop = stopping.epoch_end(net, scaling)
-                improved = stopping.bad_epochs == 0
-                best_loss = torch.where(improved, epoch_loss / block, best_loss)
-                epoch_loss.zero_()
-                if stop:
+        if on_epoch is not None and (t + 1) % block == 0:
+            on_epoch()
+        if stopping is not None:
+            ended = ((t + 1) % steps_per_epoch == 0) & (t < total)  # each model's own epochs
+            if bool(ended.any()):
+                improved = stopping.epoch_end(net, scaling, ended)
+                best_loss = torch.where(improved, epoch_loss / steps_per_epoch, best_loss)
+                epoch_loss = torch.where(ended, 0.0, epoch_loss)
+                if not bool(stopping.active.any()):
                     break
+    last = last_loss.cpu() / torch.tensor(per_epoch)
     if stopping is not None:
         stopping.restore(net)
-        return best_loss.cpu().numpy().astype(np.float64)
-    return (last_loss.cpu() / torch.tensor(per_epoch)).numpy().astype(np.float64)
+        stopped = stopping.has_records.cpu()
+        return torch.where(stopped, best_loss.cpu(), last).numpy().astype(np.float64)
+    return last.numpy().astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- DP-SGD
