@@ -275,10 +275,11 @@ class TorchTrainConfig:
     early_stopping : int
         Patience in epochs (0, the default: off). Each model holds out a random
         ``validation_fraction`` of its OUT records (records it never trains on, so the members
-        stay exactly its IN records); after every epoch its loss there is measured; the group
-        stops once every model has gone ``early_stopping`` epochs without a lower validation
-        loss, and each model keeps its weights from its best epoch. Left out of the config hash
-        when 0; not combined with ``dp`` (the number of steps would depend on the data).
+        stay exactly its IN records); after each of its own epochs its loss there is measured;
+        a model that has gone ``early_stopping`` epochs without a lower validation loss is
+        frozen, and each model keeps its weights from its best epoch (what it would get trained
+        alone). Left out of the config hash when 0; not combined with ``dp`` (the number of
+        steps would depend on the data).
     validation_fraction : float
         Share of each model's OUT records used as its validation set, in (0, 1).
     """
