@@ -63,7 +63,7 @@ from miaudit.audit.unlearning import (
     ulira,
 )
 from miaudit.data.splits import keep_matrix
-from miaudit.defaults import DEFAULT_ALPHA
+from miaudit.defaults import DEFAULT_ALPHA, DEFAULT_N_BOOTSTRAP
 from miaudit.exceptions import ValidationError
 from miaudit.registry import Registry
 
@@ -158,8 +158,13 @@ class UnlearningEvaluation:
     forget_ids : list
         Record ids of the forget set, in the order of the per-record arrays.
     n_models, n_targets, n_test : int
+    target_unlearned : ndarray of shape (n_targets, n_forget), bool
+        The truth of U-LiRA's targets: True where the model unlearned the record, False where
+        it never saw it.
     retain_accuracy, test_accuracy : dict
         Mean accuracy of the ``"unlearned"`` and ``"retrained"`` challenge models.
+    seed : int
+        Seed of the bootstrap of :meth:`balanced_accuracy_interval`.
     """
 
     unlearner: str
@@ -169,21 +174,43 @@ class UnlearningEvaluation:
     n_models: int
     n_targets: int
     n_test: int
+    target_unlearned: NDArray[np.bool_]
     retain_accuracy: dict[str, float] = field(default_factory=dict)
     test_accuracy: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
 
-    def balanced_accuracy_interval(self, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
-        r"""Normal-approximation ``1 - alpha`` interval of U-LiRA's balanced accuracy:
-        :math:`BA \pm z_{1-\alpha/2} \cdot \tfrac12\sqrt{TPR(1-TPR)/n_u + TNR(1-TNR)/n_r}`
-        (pairs treated as independent, so it is, if anything, too narrow)."""
-        from scipy.stats import norm
+    def balanced_accuracy_interval(
+        self, alpha: float = DEFAULT_ALPHA, n_bootstrap: int = DEFAULT_N_BOOTSTRAP
+    ) -> tuple[float, float]:
+        """Percentile ``1 - alpha`` interval of U-LiRA's balanced accuracy from a two-way
+        bootstrap: target models and forget records are resampled independently (with
+        replacement), since the (model, record) pairs share both; resamples without pairs of
+        both kinds are skipped."""
+        called = self.ulira.scores > 0
+        truth = self.target_unlearned
+        rng = np.random.default_rng(self.seed)
+        values = []
+        for _ in range(n_bootstrap):
+            rows = rng.integers(0, truth.shape[0], truth.shape[0])
+            cols = rng.integers(0, truth.shape[1], truth.shape[1])
+            t, c = truth[np.ix_(rows, cols)], called[np.ix_(rows, cols)]
+            if t.all() or not t.any():
+                continue
+            values.append(0.5 * (c[t].mean() + (~c[~t]).mean()))
+        if not values:
+            return (math.nan, math.nan)
+        lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+        return float(lo), float(hi)
 
-        u = self.ulira
-        se = 0.5 * math.sqrt(
-            u.tpr * (1 - u.tpr) / u.n_unlearned + u.tnr * (1 - u.tnr) / u.n_retrained
-        )
-        z = float(norm.ppf(1 - alpha / 2))
-        return u.balanced_accuracy - z * se, u.balanced_accuracy + z * se
+    def record_separation(self) -> NDArray[np.float64]:
+        """Per forget record: mean U-LiRA score Λ over the target models that unlearned it
+        minus the mean over those that never saw it (0: unlearning left no trace on it;
+        large: it is easy to tell apart). NaN where a record lacks one kind of model."""
+        scores, truth = self.ulira.scores, self.target_unlearned
+        with np.errstate(invalid="ignore"):
+            unlearned = np.where(truth, scores, 0.0).sum(0) / truth.sum(0)
+            retrained = np.where(~truth, scores, 0.0).sum(0) / (~truth).sum(0)
+        return np.asarray(unlearned - retrained, dtype=np.float64)
 
     def verdict(self) -> str:
         """One sentence on what the two numbers say."""
@@ -196,10 +223,11 @@ class UnlearningEvaluation:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary, with per-record epsilons and U-LiRA scores by record id."""
+        """JSON-serialisable summary, with per-record challenge epsilons and U-LiRA
+        separations (:meth:`record_separation`) by record id."""
         challenge = self.challenge.to_dict()
         epsilons = challenge.pop("epsilons")
-        mean_scores = np.nanmean(self.ulira.scores, axis=0)
+        separation = self.record_separation()
         return {
             "unlearner": self.unlearner,
             "verdict": self.verdict(),
@@ -214,8 +242,8 @@ class UnlearningEvaluation:
             "n_targets": self.n_targets,
             "n_test": self.n_test,
             "records": [
-                {"record_id": rid, "challenge_epsilon": float(e), "ulira_mean_score": float(s)}
-                for rid, e, s in zip(self.forget_ids, epsilons, mean_scores, strict=True)
+                {"record_id": rid, "challenge_epsilon": float(e), "ulira_separation": float(d)}
+                for rid, e, d in zip(self.forget_ids, epsilons, separation, strict=True)
             ],
         }
 
@@ -360,6 +388,8 @@ def evaluate_unlearning(
         n_models=n_models,
         n_targets=n_targets,
         n_test=n_test,
+        target_unlearned=unlearned[shadow:],
         retain_accuracy={k: float(v.mean()) for k, v in retain.items()},
         test_accuracy={k: float(v.mean()) for k, v in tested.items()},
+        seed=seed,
     )
