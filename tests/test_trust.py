@@ -263,3 +263,29 @@ def test_unknown_key_and_unknown_attack_are_reported_in_one_run(tmp_path):
     assert "line 2: n_refs: unknown key. Did you mean 'n_references'?" in out
     assert "line 4: attacks.1: unknown attack 'lirra'. Did you mean 'lira'?" in out
     assert "training.recipe: unknown training recipe 'torch-mpl'. Did you mean 'torch-mlp'?" in out
+
+
+def test_errors_inside_list_elements_still_let_the_names_be_checked(tmp_path):
+    """Two bad attack entries (a wrong type, an unknown key) and a misspelt dataset: pydantic's
+    two errors and the dataset's name, all in one message; the other attack names are still
+    checked (a key inside an element is dropped, not the whole list)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "mode": "algorithm",
+                "data": {"name": "digitz"},
+                "attacks": [
+                    {"name": "loss", "params": 3},
+                    {"name": "lira", "bogus": 1},
+                    "rmai",
+                ],
+            }
+        )
+    )
+    result = runner.invoke(app, ["run", str(path)])
+    out = result.output
+    assert result.exit_code == 2
+    assert "attacks.0.params" in out and "attacks.1.bogus" in out, out
+    assert "unknown dataset 'digitz'" in out
+    assert "unknown attack 'rmai'. Did you mean 'rmia'?" in out

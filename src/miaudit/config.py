@@ -793,20 +793,27 @@ PRUNE_ROUNDS = 3
 
 
 def _prune(data: Any, loc: tuple[Any, ...]) -> bool:
-    """Delete the key at ``loc`` from the nested mapping ``data`` (a list element's whole list,
-    so that indices stay true); False when there is nothing there to delete."""
-    cut = next((i for i, key in enumerate(loc) if isinstance(key, int)), len(loc))
-    loc = loc[:cut]
-    if not loc:
-        return False
+    """Delete from the nested mappings and lists ``data`` the deepest key of ``loc`` that
+    exists (a key inside a list element is deleted from that element; a list element itself
+    takes its whole list, so that the indices of the other errors stay true). False when
+    nothing was deleted (the location is already gone, or names no key: a missing field)."""
     node = data
-    for key in loc[:-1]:
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
-    if not isinstance(node, dict) or loc[-1] not in node:
+    path: list[tuple[Any, Any]] = []  # (container, key) down to the deepest existing node
+    for key in loc:
+        if isinstance(node, dict) and key in node:
+            path.append((node, key))
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            path.append((node, key))
+            node = node[key]
+        else:
+            break
+    while path and isinstance(path[-1][0], list):
+        path.pop()  # never delete a list element: delete the list (its key) instead
+    if not path:
         return False
-    del node[loc[-1]]
+    parent, key_in_parent = path[-1]
+    del parent[key_in_parent]
     return True
 
 
@@ -817,7 +824,9 @@ def _names_despite_errors(data: dict[str, Any], exc: ValidationError) -> list[Na
     pruned = copy.deepcopy(data)
     errors = exc.errors()
     for _ in range(PRUNE_ROUNDS):
-        if not all([_prune(pruned, tuple(err["loc"])) for err in errors]):
+        locs = sorted({tuple(err["loc"]) for err in errors}, key=len, reverse=True)
+        deleted = [_prune(pruned, loc) for loc in locs]  # deepest first: parents stay valid
+        if not any(deleted):
             return []
         try:
             cfg = AuditConfig.model_validate(pruned)
