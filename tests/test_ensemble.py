@@ -554,22 +554,34 @@ def test_training_bar_moves_per_epoch_while_a_group_trains(digits):
     keep = keep_matrix(2, len(X), seed=0)
     recipe = make_recipe("torch-mlp", hidden_sizes=(8,), epochs=3)
     seen = []
-    with TrainingProgress(2, recipe.progress_epochs(), "training", quiet=True) as bar:
-        original = bar._on_epoch
 
-        def spy(ids):
-            original(ids)
-            seen.append(bar.completed)
+    class Spy(TrainingProgress):
+        def _on_epoch(self, model_ids):
+            super()._on_epoch(model_ids)
+            seen.append(self.completed)
 
-        bar._on_epoch = spy  # type: ignore[method-assign]
-        from miaudit import _progress
-
-        _progress._EPOCH_SINK = spy
+    with Spy(2, recipe.progress_epochs(), "training", quiet=True) as bar:
         recipe.train_models(X, y, 10, keep, [0, 1])
         assert seen == [2, 4, 6]
         bar.model_done(0)
         bar.model_done(1)
     assert bar.completed == 6 == bar.total
+
+
+def test_training_bars_that_overlap_without_nesting():
+    """Bar A opens, bar B opens, A closes first (two audits on two threads): reports then go
+    to B, and once B closes to nobody; a closed bar never counts again."""
+    from miaudit._progress import TrainingProgress, report_epoch
+
+    a = TrainingProgress(1, 5, "a", quiet=True).__enter__()
+    b = TrainingProgress(1, 5, "b", quiet=True).__enter__()
+    report_epoch([0])
+    a.__exit__(None, None, None)
+    report_epoch([0])
+    assert (a.completed, b.completed) == (0, 2)
+    b.__exit__(None, None, None)
+    report_epoch([0])
+    assert (a.completed, b.completed) == (0, 2)
 
 
 # ------------------------------------------------------------------------ early stopping

@@ -31,8 +31,10 @@ CI_ENV_VAR = "CI"
 
 __all__ = ["TrainingProgress", "progress", "progress_enabled", "report_epoch"]
 
-#: Where :func:`report_epoch` sends its reports in this process (None: nowhere).
-_EPOCH_SINK: Callable[[Sequence[int]], None] | None = None
+#: The training bars open in this process, innermost last: :func:`report_epoch` reports to
+#: the last one; each bar removes itself (not whatever is last) when it closes.
+_EPOCH_SINKS: list[Callable[[Sequence[int]], None]] = []
+_SINKS_LOCK = threading.Lock()
 
 
 def progress_enabled(quiet: bool | None = None) -> bool:
@@ -93,19 +95,26 @@ def report_epoch(model_ids: Sequence[int]) -> None:
     """Tell the training bar of this process, if any, that models ``model_ids`` finished one
     more epoch (called by the torch recipes' training loops; a no-op elsewhere, e.g. in a
     worker process, where the bar moves when each model's result arrives)."""
-    sink = _EPOCH_SINK
+    with _SINKS_LOCK:
+        sink = _EPOCH_SINKS[-1] if _EPOCH_SINKS else None
     if sink is not None:
         sink(model_ids)
 
 
 @contextmanager
 def _epoch_sink(sink: Callable[[Sequence[int]], None]) -> Iterator[None]:
-    global _EPOCH_SINK
-    previous, _EPOCH_SINK = _EPOCH_SINK, sink
+    with _SINKS_LOCK:
+        _EPOCH_SINKS.append(sink)
     try:
         yield
     finally:
-        _EPOCH_SINK = previous
+        with _SINKS_LOCK:
+            # this bar's own entry, wherever it is: bars opened on other threads may close in
+            # any order
+            for i in range(len(_EPOCH_SINKS) - 1, -1, -1):
+                if _EPOCH_SINKS[i] is sink:
+                    del _EPOCH_SINKS[i]
+                    break
 
 
 class TrainingProgress:
