@@ -10,14 +10,17 @@ import torch
 
 pytest.importorskip("transformers")
 
-import transformers
 
 from miaudit.exceptions import MissingRequirementError, ValidationError
 from miaudit.llm import score_texts
 from miaudit.llm.mlm import load_masked_lm, pseudo_log_likelihood, token_pseudo_log_probs
-from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+from miaudit.llm.tiny import (
+    tiny_bert,
+    tiny_gpt2,
+    train_bpe_tokenizer,
+    train_wordpiece_tokenizer,
+)
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CORPUS = [
     "Return the number of items in a container.",
     "Open file and return a corresponding file object.",
@@ -38,43 +41,11 @@ def _one_thread(one_torch_thread):
 
 
 def _wordpiece_tokenizer(texts):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=SPECIALS)
-    )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    return train_wordpiece_tokenizer(texts, vocab_size=200)
 
 
 def _bert(tok, seed):
-    cfg = transformers.BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=CONTEXT,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        pad_token_id=tok.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.BertForMaskedLM(cfg)
+    model = tiny_bert(tok, max_positions=CONTEXT, seed=seed)
     with torch.no_grad():  # sharper than the random init
         for p in model.parameters():
             p.mul_(3.0)

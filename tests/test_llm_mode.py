@@ -10,11 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
-import transformers
 from typer.testing import CliRunner
 
 from miaudit.cli import app
@@ -23,7 +21,12 @@ from miaudit.exceptions import ValidationError
 from miaudit.llm import audit_texts, score_texts
 from miaudit.llm.corpus import python_docs_corpus
 from miaudit.llm.mlm import MASKED_LM_ATTACKS, pseudo_log_likelihood
-from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer
+from miaudit.llm.tiny import (
+    tiny_bert,
+    tiny_gpt2,
+    train_bpe_tokenizer,
+    train_wordpiece_tokenizer,
+)
 
 runner = CliRunner()
 
@@ -77,40 +80,17 @@ def test_config_lists_the_masked_lm_attacks():
     assert LLM_MASKED_ATTACKS == MASKED_LM_ATTACKS
 
 
-MLM_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 #: Context of the tiny BERT (longer texts are cut into windows).
 MLM_CONTEXT = 32
 
 
 def _wordpiece_tokenizer(texts: list[str]) -> Any:
     """A BERT-style tokenizer trained here (nothing downloaded)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=MLM_SPECIALS)
-    )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )  # fmt: skip
+    return train_wordpiece_tokenizer(texts, vocab_size=300)
 
 
 def _tiny_bert(tok: Any, seed: int) -> Any:
-    cfg = transformers.BertConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=MLM_CONTEXT, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return transformers.BertForMaskedLM(cfg).eval()
+    return tiny_bert(tok, max_positions=MLM_CONTEXT, n_layer=1, seed=seed)
 
 
 def _write_texts(path: Path, prefix: str, texts: list[str]) -> None:

@@ -367,13 +367,10 @@ def recall_attack(ctx: AttackContext, separator: str = "\n\n") -> NDArray[np.flo
             "recall: needs recall_prefix, a few texts known NOT to be members (never scored)"
         )
     prefix = check_texts(ctx.recall_prefix, "recall_prefix")
-    audited = set(ctx.texts)
-    clash = [i for i, p in enumerate(prefix) if p in audited]
-    if clash:
-        raise ValidationError(
-            f"recall_prefix[{clash[0]}]: a prefix text is also an audited text; prefix texts "
-            "must be kept out of the evaluation"
-        )
+    _refuse_audited(
+        prefix, ctx.texts, "recall_prefix",
+        "a prefix text is also an audited text; prefix texts must be kept out of the evaluation",
+    )  # fmt: skip
     cond = ctx.nll_of(ctx.texts, prefix=separator.join(prefix) + separator, description="ReCaLL")
     with np.errstate(divide="ignore", invalid="ignore"):
         return cond / ctx.nll
@@ -501,13 +498,10 @@ def dc_pdd_attack(
         corpus = load_texts(corpus)[0]
     if not isinstance(corpus, TokenFrequencies):
         corpus = check_texts(corpus, "corpus")
-        audited = set(ctx.texts)
-        clash = [i for i, t in enumerate(corpus) if t in audited]
-        if clash:
-            raise ValidationError(
-                f"corpus[{clash[0]}]: an audited text is in the reference corpus; its tokens "
-                "would lower its own score"
-            )
+        _refuse_audited(
+            corpus, ctx.texts, "corpus",
+            "an audited text is in the reference corpus; its tokens would lower its own score",
+        )  # fmt: skip
     freq = as_token_frequencies(corpus, ctx.target.tokenizer)
     log_f = freq.log_frequencies
     encoded = ctx.target.encode(ctx.texts)
@@ -587,6 +581,17 @@ def mlm_ratio_attack(
 
 
 # ----------------------------------------------------------------------------- entry point
+def _refuse_audited(
+    extra: Sequence[str], audited: Sequence[str], name: str, why: str
+) -> None:
+    """Texts an attack reads besides the audited ones (a prefix, a corpus) must not include
+    an audited text: :class:`ValidationError` naming the first, ``{name}[i]: {why}``."""
+    seen = set(audited)
+    clash = next((i for i, t in enumerate(extra) if t in seen), None)
+    if clash is not None:
+        raise ValidationError(f"{name}[{clash}]: {why}")
+
+
 def attack_info(name: str, **params: Any) -> dict[str, Any]:
     """``{"name", "title", "paper", "formula", "cost", "params"}`` of a registered attack."""
     a = LLM_ATTACKS.get(name)

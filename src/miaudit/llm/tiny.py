@@ -1,5 +1,6 @@
-"""Tiny language models built locally: a byte-level BPE tokenizer trained with ``tokenizers``
-and a GPT-2-style model from a config (random weights). Nothing is downloaded.
+"""Tiny language models built locally: byte-level BPE and WordPiece tokenizers trained with
+``tokenizers``, GPT-2-style and BERT-style models from a config (random weights), and the
+causal-LM trainer of the demo. Nothing is downloaded.
 
 Used by the demo, the tests and the benchmark; also handy to try the attacks offline.
 """
@@ -15,7 +16,15 @@ import torch
 from miaudit._progress import progress
 from miaudit.llm.target import _require_transformers
 
-__all__ = ["END_OF_TEXT", "tiny_gpt2", "train_bpe_tokenizer", "train_causal_lm"]
+__all__ = [
+    "END_OF_TEXT",
+    "WORDPIECE_SPECIALS",
+    "tiny_bert",
+    "tiny_gpt2",
+    "train_bpe_tokenizer",
+    "train_causal_lm",
+    "train_wordpiece_tokenizer",
+]
 
 #: The one special token (GPT-2's): separator, end of text and padding.
 END_OF_TEXT = "<|endoftext|>"
@@ -78,6 +87,69 @@ def tiny_gpt2(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.GPT2LMHeadModel(cfg)
+    return model.eval()
+
+
+#: The special tokens of a BERT-style tokenizer.
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Any:
+    """A BERT-style WordPiece tokenizer (lower-cased, ``[CLS] text [SEP]``, the special tokens
+    of :data:`WORDPIECE_SPECIALS`) trained on ``texts``, as a
+    ``transformers.PreTrainedTokenizerFast``: what a masked LM needs (:func:`tiny_bert`)."""
+    transformers = _require_transformers()
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    pad, unk, cls, sep, mask = WORDPIECE_SPECIALS
+    tok = Tokenizer(models.WordPiece(unk_token=unk))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS), show_progress=False
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=unk,
+        pad_token=pad,
+        cls_token=cls,
+        sep_token=sep,
+        mask_token=mask,
+    )
+
+
+def tiny_bert(
+    tokenizer: Any,
+    *,
+    max_positions: int = 128,
+    hidden_size: int = 32,
+    n_layer: int = 2,
+    n_head: int = 2,
+    intermediate_size: int = 64,
+    seed: int = 0,
+) -> Any:
+    """A ``BertForMaskedLM`` from a config sized for ``tokenizer`` (no dropout; random weights
+    from ``seed``; the global torch RNG state is left as it was)."""
+    transformers = _require_transformers()
+    cfg = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=n_layer,
+        num_attention_heads=n_head,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_positions,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.BertForMaskedLM(cfg)
     return model.eval()
 
 
