@@ -311,6 +311,17 @@ def conv_blocks(
     return blocks, (c, height, width)
 
 
+def _fold_affine(
+    weight: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(diag(scale_k) W_k, b_k - (shift_k ⊙ scale_k) W_k)``: a first layer ``(K, d, h)``,
+    ``(K, h)`` that takes raw ``x`` where the given one takes ``(x - shift_k) · scale_k``
+    (new tensors; the inputs are left as they are)."""
+    shift, scale = shift.to(weight), scale.to(weight)
+    folded_bias = bias - torch.bmm((shift * scale).unsqueeze(1), weight).squeeze(1)
+    return weight * scale.unsqueeze(2), folded_bias
+
+
 class StackedMLP(StackedNet):
     """``K`` MLPs ``d → hidden_sizes → C`` with a hand-written batched backward pass.
 
@@ -396,9 +407,9 @@ class StackedMLP(StackedNet):
         """
         d = self.sizes[0]
         weight, bias = self.first[:, :d], self.first[:, d]
-        shift, scale = shift.to(weight), scale.to(weight)
-        bias.sub_(torch.bmm((shift * scale).unsqueeze(1), weight).squeeze(1))
-        weight.mul_(scale.unsqueeze(2))
+        folded_weight, folded_bias = _fold_affine(weight, bias, shift, scale)
+        weight.copy_(folded_weight)
+        bias.copy_(folded_bias)
 
     def batch_source(self, X: torch.Tensor) -> torch.Tensor:
         """``[X_flat, 1]``: the flattened records with a column of ones, ``(n, d + 1)``."""
@@ -631,9 +642,7 @@ class StackedMLP(StackedNet):
         h = x.reshape(x.shape[0], -1)
         w0, b0 = self.params[0], self.params[1]
         if input_affine is not None:
-            shift, scale = (t.to(w0) for t in input_affine)
-            b0 = b0 - torch.bmm((shift * scale).unsqueeze(1), w0).squeeze(1)
-            w0 = w0 * scale.unsqueeze(2)
+            w0, b0 = _fold_affine(w0, b0, *input_affine)
         k, d, h1 = w0.shape
         first = (h @ w0.permute(1, 0, 2).reshape(d, k * h1)).view(-1, k, h1).transpose(0, 1)
         first = first + b0.unsqueeze(1)
