@@ -30,6 +30,15 @@ __all__ = [
 END_OF_TEXT = "<|endoftext|>"
 
 
+def _seeded_model(model_class: Any, config: Any, seed: int) -> Any:
+    """``model_class(config)`` in eval mode, its random weights drawn from ``seed`` under a
+    forked torch RNG (the global state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.eval()
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Any:
     """A byte-level BPE tokenizer (GPT-2 style) trained on ``texts``, as a
     ``transformers.PreTrainedTokenizerFast`` (``save_pretrained`` works).
@@ -84,10 +93,7 @@ def tiny_gpt2(
         embd_pdrop=dropout,
         attn_pdrop=dropout,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.GPT2LMHeadModel(cfg)
-    return model.eval()
+    return _seeded_model(transformers.GPT2LMHeadModel, cfg, seed)
 
 
 #: The special tokens of a BERT-style tokenizer.
@@ -147,10 +153,7 @@ def tiny_bert(
         attention_probs_dropout_prob=0.0,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.BertForMaskedLM(cfg)
-    return model.eval()
+    return _seeded_model(transformers.BertForMaskedLM, cfg, seed)
 
 
 def _pack(ids: list[list[int]], block: int, eos: int, rng: np.random.Generator) -> torch.Tensor:
