@@ -552,6 +552,7 @@ def unlearning(
     from miaudit.train.sklearn_recipe import SklearnConfig
     from miaudit.trust import code_trust
 
+    params = _key_values(param or [], "--param")
     with code_trust(trust_code):
         path = Path(data)
         if path.suffix and path.is_file():
@@ -559,14 +560,14 @@ def unlearning(
             ds = load_file(path, **options)
         else:
             ds = load_dataset(data)
-        est = SklearnConfig(estimator=estimator, params=_key_values(param or [], "--param"))
+        est = SklearnConfig(estimator=estimator, params=params)
         result = evaluate_unlearning(
             ds.X, ds.y, est.estimator, unlearner, record_ids=ds.record_ids, n_models=models,
             n_targets=targets, n_forget=forget, seed=seed, quiet=True if quiet else None,
         )
     summary = result.to_dict()
     summary["config"] = {
-        "data": data, "estimator": estimator, "params": _key_values(param or [], "--param"),
+        "data": data, "estimator": estimator, "params": params,
         "unlearner": unlearner, "models": models, "targets": targets, "forget": forget,
         "seed": seed,
     }
