@@ -121,6 +121,22 @@ def test_demo_small(tmp_path):
     assert not result.headline.startswith("No reliable verdict")
     assert result.metrics["loss"].auc > 0.6
     assert PYDOC_SOURCE in result.scores.index[0] or "#" in result.scores.index[0]
+    # Every registered attack runs: the causal ones here, the masked-LM ones on the masked LM.
+    from miaudit.llm.attacks import LLM_ATTACKS
+    from miaudit.llm.demo import DEMO_ATTACKS
+    from miaudit.llm.mlm import MASKED_LM_ATTACKS
+
+    assert set(LLM_ATTACKS.names()) == set(DEMO_ATTACKS) | set(MASKED_LM_ATTACKS)
+    assert set(DEMO_ATTACKS) <= set(result.metrics)
+    for name in DEMO_ATTACKS:
+        assert np.isfinite(result.scores[name]).all(), name
+    masked = json.loads((tmp_path / "masked" / "metrics.json").read_text())
+    assert set(masked["attacks"]) == set(MASKED_LM_ATTACKS)
+    assert (tmp_path / "masked" / "report.html").exists()
+    assert llm["masked_lm"]["headline"] == masked["headline"]
+    # The public paragraphs the extra attacks read are never audited.
+    assert llm["public_data"]["n_paragraphs"] == small_demo_config().n_public
+    assert result.attacks["neighbourhood"]["params"]["n_neighbours"] == 4
 
 
 def test_extra_attacks_are_built_into_the_one_result(docs, monkeypatch):
@@ -165,3 +181,46 @@ def test_extra_attacks_are_built_into_the_one_result(docs, monkeypatch):
         llm_audit._finish(scores, is_member, texts, ids, names, timings={},
                           more_scores={"loss": scores["loss"]},
                           more_infos={"loss": infos["lira"]}, **kw)  # fmt: skip
+
+
+def test_demo_public_paragraphs_are_disjoint_from_the_records():
+    """The demo's public data (reference LM, BERT, ReCaLL prefix, DC-PDD corpus) holds none
+    of the audited records, and both sets are half pydoc, half modules."""
+    from miaudit.llm.demo import LLMDemoConfig, _public_paragraphs, _sample_records
+
+    cfg = LLMDemoConfig()
+    records = _sample_records(cfg, np.random.default_rng(0))
+    public = _public_paragraphs(cfg, records, 0)
+    assert len(records) == cfg.n_records and len(public) == cfg.n_public
+    assert not {r.text for r in records} & set(public)
+    assert sum(r.source == PYDOC_SOURCE for r in records) == cfg.n_records // 2
+    pydoc = {r.text for r in python_docs_corpus() if r.source == PYDOC_SOURCE}
+    assert sum(t in pydoc for t in public) == cfg.n_public // 2
+
+
+@pytest.mark.parametrize("shifted", [True, False])
+def test_blind_check_fix_matches_the_reason(shifted):
+    """A shifted split's check asks for a same-distribution split; an unshifted one where a
+    blind baseline still matches the best attack at the headline FPR asks for stronger
+    attacks or more records instead."""
+    from miaudit.llm.audit import _SHIFT_FIX, _WEAK_ATTACK_FIX, finish_result
+    from miaudit.llm.reference import reference_infos
+
+    rng = np.random.default_rng(2)
+    n = 400
+    is_member = np.arange(n) < n // 2
+    attack = rng.normal(size=n) + 0.3 * is_member  # weak: few records above its top decoys
+    blind = rng.normal(size=n) + (3.0 * is_member if shifted else 0.0)
+    top = np.argsort(-attack)[:3]  # the blind score also puts the attack's best guesses first
+    blind[top] = 10.0 + np.arange(3)
+    result = finish_result(
+        {"lira": attack}, reference_infos(["lira"], n_references=4, a=None), is_member,
+        [f"r{i}" for i in range(n)], blind=True, blind_scores={"bag_of_words": blind},
+        fprs=[0.01], seed=0, timings={}, extra={"source": "test"}, output_dir=None,
+    )  # fmt: skip
+    check = next(c for c in result.checks if c.id == "blind_baseline")
+    verdict = result.config["llm"]["blind_baseline"]
+    assert verdict["distinguishable"] is shifted
+    assert check.fix == (_SHIFT_FIX if shifted else _WEAK_ATTACK_FIX)
+    if not shifted:
+        assert verdict["withhold"]

@@ -185,3 +185,74 @@ def test_folder_loading_and_errors(mlm, tmp_path):
         load_masked_lm(tmp_path / "missing")
     with pytest.raises(ValidationError, match=r"mlm_ratio\.reference"):
         score_texts(model, tok, texts, ["mlm_ratio"], params={"mlm_ratio": {"reference": 3}})
+
+
+def test_mlm_corruption_follows_berts_recipe():
+    """15% of the non-special tokens are targets; of those 80% become the mask token, 10% a
+    random token, 10% stay (binomial tolerances at 5 sigma); special tokens are never
+    targets; labels are -100 off target."""
+    from miaudit.llm.tiny import (
+        MLM_MASK_SHARE,
+        MLM_RANDOM_SHARE,
+        MLM_TARGET_RATE,
+        _mask_for_mlm,
+    )
+
+    vocab, mask_id = 1000, 4
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(5, vocab, (400, 250), generator=gen)
+    special = torch.zeros_like(x, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    inputs, labels = _mask_for_mlm(x, special, mask_id, vocab, gen)
+    target = labels != -100
+    assert not target[special].any()
+    torch.testing.assert_close(labels[target], x[target])
+    n = int((~special).sum())
+    rate = float(target.sum()) / n
+    assert abs(rate - MLM_TARGET_RATE) < 5 * np.sqrt(MLM_TARGET_RATE * (1 - MLM_TARGET_RATE) / n)
+    t = int(target.sum())
+    masked = float((inputs[target] == mask_id).sum()) / t
+    kept = float((inputs[target] == x[target]).sum()) / t  # a random token may hit the original
+    kept_expected = 1 - MLM_MASK_SHARE - MLM_RANDOM_SHARE + MLM_RANDOM_SHARE / vocab
+    for got, want in ((masked, MLM_MASK_SHARE), (kept, kept_expected)):
+        assert abs(got - want) < 5 * np.sqrt(want * (1 - want) / t)
+    torch.testing.assert_close(inputs[~target], x[~target])  # off target nothing changes
+
+
+def test_train_masked_lm_fits_its_texts():
+    """BERT's objective on a few texts: the loss falls, and the trained model gives those
+    texts a higher pseudo-log-likelihood than an untrained copy."""
+    from miaudit.llm.tiny import train_masked_lm
+
+    tok = train_wordpiece_tokenizer(CORPUS, 200)
+    untrained = tiny_bert(tok, max_positions=32, seed=3)
+    model = tiny_bert(tok, max_positions=32, seed=3)
+    losses = train_masked_lm(
+        model, tok, CORPUS * 4, epochs=30, batch_size=8, block_size=32, learning_rate=3e-3,
+        seed=0, quiet=True,
+    )  # fmt: skip
+    assert not model.training
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
+    after = pseudo_log_likelihood(CORPUS, model, tok)
+    before = pseudo_log_likelihood(CORPUS, untrained, tok)
+    assert (after > before).all()
+
+
+def test_mlm_pll_and_ratio_share_the_targets_pass(mlm, monkeypatch):
+    """Asked together, mlm_pll and mlm_ratio compute the audited model's PLL once (two PLL
+    runs in all: target and reference), with the same numbers as asked alone."""
+    import miaudit.llm.attacks as attacks_module
+
+    model, ref, tok = mlm
+    calls = []
+    real = attacks_module.pseudo_log_likelihood
+
+    def counting(texts, m, *args, **kw):
+        calls.append(m)
+        return real(texts, m, *args, **kw)
+
+    monkeypatch.setattr(attacks_module, "pseudo_log_likelihood", counting)
+    both = score_texts(model, tok, CORPUS[:4], ["mlm_pll", "mlm_ratio"], mask_model=(ref, tok))
+    assert [c is model for c in calls] == [True, False]
+    alone = score_texts(model, tok, CORPUS[:4], ["mlm_ratio"], mask_model=(ref, tok))
+    np.testing.assert_allclose(both["mlm_ratio"], alone["mlm_ratio"], atol=1e-12)

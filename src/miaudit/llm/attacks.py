@@ -183,6 +183,7 @@ class AttackContext:
     quiet: bool | None = True
     _stats: list[TokenStats] | None = field(default=None, repr=False)
     _nll: NDArray[np.float64] | None = field(default=None, repr=False)
+    _pll: list[tuple[Any, Any, NDArray[np.float64]]] = field(default_factory=list, repr=False)
 
     @property
     def stats(self) -> list[TokenStats]:
@@ -199,6 +200,20 @@ class AttackContext:
         if self._nll is None:
             self._nll = np.array([-s.log_probs.mean() for s in self.stats], dtype=np.float64)
         return self._nll
+
+    def pll(self, mlm: Any, tokenizer: Any, rows_per_pass: int) -> NDArray[np.float64]:
+        """``PLL(x)`` of every text under the masked LM ``mlm`` with ``tokenizer``, computed
+        once per (model object, tokenizer object) — ``mlm_pll`` and ``mlm_ratio`` on the same
+        model share it. ``rows_per_pass`` only batches the work (the values do not depend on
+        it)."""
+        for model_, tok_, values in self._pll:
+            if model_ is mlm and tok_ is tokenizer:
+                return values
+        values = pseudo_log_likelihood(
+            self.texts, mlm, tokenizer, rows_per_pass=rows_per_pass, quiet=self.quiet
+        )
+        self._pll.append((mlm, tokenizer, values))
+        return values
 
     def nll_of(
         self, texts: Sequence[str], target: LanguageModelTarget | None = None, **kw: Any
@@ -540,7 +555,7 @@ def mlm_pll_attack(
     """``PLL(x)`` under the audited masked LM (the threshold baseline of Mireshghallah et
     al. 2022); ``model``: a folder or ``(masked LM, tokenizer)``, default the audited model."""
     mlm, tok = _audited_mlm(ctx, model, "mlm_pll")
-    return pseudo_log_likelihood(ctx.texts, mlm, tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet)
+    return ctx.pll(mlm, tok, rows_per_pass)
 
 
 @llm_attack(
@@ -571,19 +586,11 @@ def mlm_ratio_attack(
             )
         reference = ctx.mask_model
     ref_mlm, ref_tok = as_masked_lm(reference, "mlm_ratio.reference", device=ctx.target.device)
-    target = pseudo_log_likelihood(
-        ctx.texts, mlm, tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet
-    )
-    ref = pseudo_log_likelihood(
-        ctx.texts, ref_mlm, ref_tok, rows_per_pass=rows_per_pass, quiet=ctx.quiet
-    )
-    return target - ref
+    return ctx.pll(mlm, tok, rows_per_pass) - ctx.pll(ref_mlm, ref_tok, rows_per_pass)
 
 
 # ----------------------------------------------------------------------------- entry point
-def _refuse_audited(
-    extra: Sequence[str], audited: Sequence[str], name: str, why: str
-) -> None:
+def _refuse_audited(extra: Sequence[str], audited: Sequence[str], name: str, why: str) -> None:
     """Texts an attack reads besides the audited ones (a prefix, a corpus) must not include
     an audited text: :class:`ValidationError` naming the first, ``{name}[i]: {why}``."""
     seen = set(audited)

@@ -61,6 +61,19 @@ __all__ = ["audit_canaries", "audit_texts", "default_attacks", "finish_result"]
 _LOG = logging.getLogger("miaudit")
 #: FPR of the per-tier canary table.
 CANARY_FPR = 1e-2
+#: The fix shown when the blind baseline tells members from non-members.
+_SHIFT_FIX = (
+    "Draw members and non-members from the same distribution (same sources, same dates; remove "
+    "duplicates), then audit again; the blind baseline needs no model, so a split it can tell "
+    "apart says nothing about the model."
+)
+#: The fix shown when no blind baseline separates the split but one still does as well as the
+#: best attack at the headline FPR: the attacks are too weak there to be told from a guess.
+_WEAK_ATTACK_FIX = (
+    "The split looks unshifted, but at this FPR the attacks do no better than a model-free "
+    "guess: read the AUCs and a higher FPR, audit more records (the low-FPR end of a few "
+    "hundred non-members is a handful of records), or run stronger attacks (reference models)."
+)
 
 
 def default_attacks(target: LanguageModelTarget, mask_model: Any = None) -> list[str]:
@@ -375,9 +388,7 @@ def finish_result(
                 id="blind_baseline",
                 severity="fail",
                 reason=verdict.message,
-                fix="Draw members and non-members from the same distribution (same sources, "
-                "same dates; remove duplicates), then audit again; the blind baseline needs no "
-                "model, so a split it can tell apart says nothing about the model.",
+                fix=_SHIFT_FIX if verdict.distinguishable else _WEAK_ATTACK_FIX,
             ))
         timings["blind_baseline"] = time.perf_counter() - t3
     result.timings.update(timings)

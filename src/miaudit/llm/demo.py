@@ -10,25 +10,37 @@ Nothing is downloaded. :func:`run_llm_demo`
 3. trains a byte-level BPE tokenizer (``tokenizers``) and a GPT-2-style model from a config
    (``transformers.GPT2Config``, random initialisation) on the members plus the inserted canary
    copies (packed into blocks, AdamW);
-4. audits the random split with every one-pass attack plus ``lowercase`` and the blind baseline
-   (main report in ``output_dir``), the canaries per tier with exposure
-   (``output_dir/canaries.csv``, and ``config["llm"]["canaries"]``), and a deliberately shifted
-   split — members only from the pydoc topics, non-members only from module docstrings — on
-   which the blind baseline must flag the shift (``output_dir/shifted/``);
-5. trains ``n_references`` reference LMs with the target's recipe on random halves of the
+4. takes ``n_public`` other paragraphs of the same corpus (never audited, half pydoc, half
+   modules) as public data and trains on them a reference GPT-2 (same tokenizer and
+   architecture) and a tiny BERT with its own WordPiece tokenizer (:func:`_public_models`);
+5. audits the random split with every causal-LM attack of the registry — the four one-pass
+   attacks, ``lowercase``, ``reference`` (the public GPT-2), ``recall`` (a prefix of public
+   paragraphs), ``neighbourhood`` (neighbours proposed by the public BERT), ``gradient_norm``
+   and ``dc_pdd`` (token frequencies of the public paragraphs) — and the blind baseline (main
+   report in ``output_dir``), the canaries per tier with exposure (``output_dir/canaries.csv``,
+   and ``config["llm"]["canaries"]``), and a deliberately shifted split — members only from
+   the pydoc topics, non-members only from module docstrings — on which the blind baseline
+   must flag the shift (``output_dir/shifted/``);
+6. fine-tunes a copy of the public BERT on the members and audits that masked LM with the
+   masked-LM attacks, ``mlm_pll`` and ``mlm_ratio`` against the public BERT
+   (``output_dir/masked/``);
+7. trains ``n_references`` reference LMs with the target's recipe on random halves of the
    records (kept in ``output_dir/references``, so a re-run reuses them) and adds LiRA online/
    offline, Attack-R and RMIA online/offline on the loss signal to the main report
    (:mod:`miaudit.llm.reference`).
 
-With the default :class:`LLMDemoConfig` it runs in about 90 s on 2 shared CPU cores (references
-52 s of it; measured), under 3 minutes.
+With the default :class:`LLMDemoConfig` it runs in about 2 minutes on 2 CPU cores (118 s measured
+on an idle machine; a worker process trains the references meanwhile, 67 s of them), under 3
+minutes.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,15 +54,32 @@ from miaudit.llm.attacks import ONE_PASS_ATTACKS
 from miaudit.llm.audit import _finish, _run_attacks, audit_canaries
 from miaudit.llm.canaries import insert_canaries, make_canaries
 from miaudit.llm.corpus import PYDOC_SOURCE, DocRecord, python_docs_corpus
+from miaudit.llm.mlm import MASKED_LM_ATTACKS
 from miaudit.llm.target import LanguageModelTarget
-from miaudit.llm.tiny import tiny_gpt2, train_bpe_tokenizer, train_causal_lm
+from miaudit.llm.tiny import (
+    tiny_bert,
+    tiny_gpt2,
+    train_bpe_tokenizer,
+    train_causal_lm,
+    train_masked_lm,
+    train_wordpiece_tokenizer,
+)
 from miaudit.metrics import DEFAULT_FPRS
 
 __all__ = ["DEMO_ATTACKS", "LLMDemoConfig", "run_llm_demo", "train_causal_lm"]
 
 _LOG = logging.getLogger("miaudit")
-#: Attacks of the demo: the four one-pass attacks and the lowercase ratio.
-DEMO_ATTACKS = (*ONE_PASS_ATTACKS, "lowercase")
+#: Attacks of the demo on its causal LM: every registered attack that reads a causal LM (the
+#: masked-LM attacks run on the demo's masked LM, ``output_dir/masked``).
+DEMO_ATTACKS = (
+    *ONE_PASS_ATTACKS,
+    "lowercase",
+    "reference",
+    "recall",
+    "neighbourhood",
+    "gradient_norm",
+    "dc_pdd",
+)
 
 
 @dataclass(frozen=True)
@@ -77,14 +106,39 @@ class LLMDemoConfig:
     #: the 2-core machine (demo ~90 s fresh); kept in ``output_dir/references``, so a re-run
     #: trains none. Online LiRA needs more (2 IN / 2 OUT per text fit poor Gaussians).
     n_references: int = 4
+    #: Public paragraphs: other paragraphs of the corpus (half pydoc, half modules), never
+    #: audited, the data of the attacks that need some — the reference GPT-2 and the BERT are
+    #: trained on them, ReCaLL's prefix is the first ``recall_shots`` of them and DC-PDD counts
+    #: token frequencies in the rest.
+    n_public: int = 500
+    #: Epochs of the reference GPT-2 on the public paragraphs (the target's recipe otherwise).
+    public_epochs: float = 8.0
+    #: Batch size of the models trained on public data and of the masked LM's fine-tuning
+    #: (larger than the target's: a step of these tiny models is mostly fixed overhead).
+    public_batch_size: int = 32
+    recall_shots: int = 3
+    n_neighbours: int = 10
+    #: The tiny BERT (WordPiece vocabulary, width, layers, heads, context) trained on the
+    #: public paragraphs for ``mlm_epochs``, then copied and fine-tuned on the members for
+    #: ``mlm_finetune_epochs`` (the demo's masked LM). Its cost is one pass per token for the
+    #: neighbours and for each pseudo-likelihood, so it is kept small.
+    mlm_vocab_size: int = 1024
+    mlm_hidden: int = 32
+    mlm_layers: int = 2
+    mlm_heads: int = 2
+    mlm_context: int = 64
+    mlm_epochs: float = 8.0
+    mlm_finetune_epochs: float = 32.0
+    #: Worker processes that train the reference LMs while the demo's process trains and
+    #: audits the target.
+    reference_workers: int = 1
 
 
 def _sample_records(cfg: LLMDemoConfig, rng: np.random.Generator) -> list[DocRecord]:
     """Half the records from the pydoc topics, half from module docstrings (so that the
     shifted split has enough of both), in corpus order."""
     corpus = python_docs_corpus()
-    pydoc = [i for i, r in enumerate(corpus) if r.source == PYDOC_SOURCE]
-    modules = [i for i, r in enumerate(corpus) if r.source != PYDOC_SOURCE]
+    pydoc, modules = _sources(corpus)
     half = cfg.n_records // 2
     if min(len(pydoc), len(modules)) < cfg.n_records - half:
         raise RuntimeError(
@@ -98,6 +152,37 @@ def _sample_records(cfg: LLMDemoConfig, rng: np.random.Generator) -> list[DocRec
         ]
     )
     return [corpus[i] for i in np.sort(pick)]
+
+
+def _sources(corpus: list[DocRecord]) -> tuple[list[int], list[int]]:
+    """Indices of the pydoc-topic paragraphs and of the module-docstring paragraphs."""
+    pydoc = [i for i, r in enumerate(corpus) if r.source == PYDOC_SOURCE]
+    return pydoc, [i for i, r in enumerate(corpus) if r.source != PYDOC_SOURCE]
+
+
+#: Stream of the public paragraphs' draw (its own, so that the records, coins and canaries of
+#: a seed do not depend on ``n_public``).
+_PUBLIC_STREAM = 1
+
+
+def _public_paragraphs(cfg: LLMDemoConfig, records: list[DocRecord], seed: int) -> list[str]:
+    """``cfg.n_public`` paragraphs of the corpus that are not records, half pydoc, half
+    modules, in random order: the demo's public data."""
+    corpus = python_docs_corpus()
+    taken = {r.text for r in records}
+    pools = [[i for i in pool if corpus[i].text not in taken] for pool in _sources(corpus)]
+    half = cfg.n_public // 2
+    if min(len(p) for p in pools) < cfg.n_public - half:
+        raise RuntimeError(
+            f"the Python docs corpus is too small for n_public={cfg.n_public} beside "
+            f"n_records={cfg.n_records}"
+        )
+    rng = np.random.default_rng([seed, _PUBLIC_STREAM])
+    pick = np.concatenate(
+        [rng.choice(pools[0], half, replace=False),
+         rng.choice(pools[1], cfg.n_public - half, replace=False)]
+    )  # fmt: skip
+    return [corpus[i].text for i in rng.permutation(pick)]
 
 
 def run_llm_demo(
@@ -141,6 +226,7 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     records = _sample_records(cfg, rng)
+    public = _public_paragraphs(cfg, records, seed)
     member = rng.random(len(records)) < 0.5
     canaries = make_canaries(cfg.n_canaries, seed=rng)
     timings["data"] = time.perf_counter() - t0
@@ -148,6 +234,9 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     t = time.perf_counter()
     texts = [r.text for r in records]
     tokenizer = train_bpe_tokenizer([*texts, *canaries.texts], cfg.vocab_size)
+    pending = None  # a worker process trains the references while the rest runs
+    if cfg.n_references > 0:
+        pending = _BackgroundReferences(out, cfg, tokenizer, texts, seed)
     model = tiny_gpt2(
         tokenizer,
         n_positions=cfg.n_positions,
@@ -172,22 +261,39 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     )
     timings["training"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    ref_lm, mlm, mlm_tok = _public_models(cfg, tokenizer, public, seed, quiet)
+    timings["public_models"] = time.perf_counter() - t
+
     target = LanguageModelTarget(model, tokenizer, batch_size=cfg.score_batch_size)
     t = time.perf_counter()
+    prefix, corpus = public[: cfg.recall_shots], public[cfg.recall_shots :]
+    params: dict[str, dict[str, Any]] = {
+        "neighbourhood": {"n_neighbours": cfg.n_neighbours},
+        "dc_pdd": {"corpus": corpus},
+    }
     scores = _run_attacks(
         target,
         texts,
         DEMO_ATTACKS,
         k=0.2,
-        reference=None,
-        mask_model=None,
-        recall_prefix=None,
-        params={},
+        reference=(ref_lm, tokenizer),
+        mask_model=(mlm, mlm_tok),
+        recall_prefix=prefix,
+        params=params,
         seed=seed,
         quiet=quiet,
     )
     timings["attacks"] = time.perf_counter() - t
+    shown: dict[str, dict[str, Any]] = {
+        **params,
+        "dc_pdd": {"corpus": f"{len(corpus)} public paragraphs"},
+    }
     ids = [f"{r.source}#{i}" for i, r in enumerate(records)]
+
+    t = time.perf_counter()
+    masked = _masked_lm_audit(out, cfg, mlm, mlm_tok, texts, ids, member, seed, quiet)
+    timings["masked_lm"] = time.perf_counter() - t
 
     t = time.perf_counter()
     table = audit_canaries(
@@ -202,8 +308,8 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     timings["canaries"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    references = _references(out, cfg, tokenizer, texts, scores["loss"], seed)
-    timings["references"] = time.perf_counter() - t
+    references = None if pending is None else pending.attacks(scores["loss"])
+    timings["references"] = time.perf_counter() - t  # the wait; they trained meanwhile
 
     # The shifted split: members only from the pydoc topics, non-members only from modules.
     is_pydoc = np.array([r.source == PYDOC_SOURCE for r in records])
@@ -216,7 +322,7 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
         [texts[i] for i in sel],
         [ids[i] for i in sel],
         DEMO_ATTACKS,
-        params={},
+        params=shown,
         k=0.2,
         blind=True,
         fprs=DEFAULT_FPRS,
@@ -234,7 +340,7 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
         texts,
         ids,
         DEMO_ATTACKS,
-        params={},
+        params=shown,
         k=0.2,
         blind=True,
         fprs=DEFAULT_FPRS,
@@ -244,6 +350,12 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
             "source": "Python docs (pydoc topics + standard-library docstrings), random split",
             "canaries": json.loads(table.reset_index().to_json(orient="records")),
             "shifted_split": shifted.config["llm"].get("blind_baseline", {}),
+            "public_data": {
+                "n_paragraphs": len(public),
+                "recall_prefix": len(prefix),
+                "uses": "reference GPT-2, BERT (neighbours, mlm_ratio), ReCaLL prefix, DC-PDD",
+            },
+            "masked_lm": {"output": "masked/", "headline": masked.headline},
         },
         output_dir=None,
         more_scores=ref_scores,
@@ -272,50 +384,161 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     return result
 
 
-def _references(
+def _public_models(
+    cfg: LLMDemoConfig, tokenizer: Any, public: list[str], seed: int, quiet: bool | None
+) -> tuple[Any, Any, Any]:
+    """The models trained on the public paragraphs: a GPT-2 with the target's tokenizer and
+    architecture (the ``reference`` attack's model; ``cfg.public_epochs``) and a tiny BERT
+    with a WordPiece tokenizer of its own (``neighbourhood``'s proposals, ``mlm_ratio``'s
+    reference). Returns ``(reference GPT-2, BERT, BERT's tokenizer)``."""
+    ref_lm = tiny_gpt2(
+        tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, seed=seed + 1,
+    )  # fmt: skip
+    train_causal_lm(
+        ref_lm, tokenizer, public, epochs=cfg.public_epochs, batch_size=cfg.public_batch_size,
+        block_size=cfg.block_size, learning_rate=cfg.learning_rate, seed=seed + 1, quiet=quiet,
+    )  # fmt: skip
+    mlm_tok = train_wordpiece_tokenizer(public, cfg.mlm_vocab_size)
+    mlm = tiny_bert(
+        mlm_tok, max_positions=cfg.mlm_context, hidden_size=cfg.mlm_hidden,
+        n_layer=cfg.mlm_layers, n_head=cfg.mlm_heads, intermediate_size=4 * cfg.mlm_hidden,
+        seed=seed + 2,
+    )  # fmt: skip
+    train_masked_lm(
+        mlm, mlm_tok, public, epochs=cfg.mlm_epochs, batch_size=cfg.public_batch_size,
+        block_size=cfg.mlm_context, learning_rate=cfg.learning_rate, seed=seed + 2, quiet=quiet,
+    )  # fmt: skip
+    return ref_lm, mlm, mlm_tok
+
+
+def _masked_lm_audit(
     out: Path,
     cfg: LLMDemoConfig,
-    tokenizer: Any,
+    mlm: Any,
+    mlm_tok: Any,
     texts: list[str],
-    target_loss: NDArray[np.float64],
+    ids: list[str],
+    member: NDArray[np.bool_],
     seed: int,
-) -> tuple[dict[str, NDArray[np.float64]], dict[str, dict[str, Any]], dict[str, Any]] | None:
-    """``cfg.n_references`` reference LMs with the target's architecture and training
-    hyper-parameters on random halves of the records (not the canaries), kept in
-    ``out/references`` (a re-run trains none), and the reference attacks on the target's loss."""
-    if cfg.n_references == 0:
-        return None
-    from miaudit.llm.reference import (
-        REFERENCE_ATTACKS,
-        reference_attacks,
-        reference_infos,
-        resolve_rmia_a,
-    )
-    from miaudit.llm.reference_run import DemoTrainer, stored_reference_signals
-
-    arch = tiny_gpt2(
-        tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-    ).config  # fmt: skip
-    hp = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
-          "learning_rate": cfg.learning_rate}  # fmt: skip
-    train_lm = DemoTrainer(
-        arch, tokenizer, cfg.epochs, cfg.batch_size, cfg.block_size, cfg.learning_rate
-    )
-    description = {"recipe": "llm demo", "params": hp, "architecture": arch.to_dict(),
-                   "tokenizer": len(tokenizer), "texts_in_tokenizer": len(texts)}  # fmt: skip
-    refs, keep, trained = stored_reference_signals(
-        texts, train_lm, cfg.n_references, description=description,
-        store_root=out / "references", seed=seed, batch_size=cfg.score_batch_size,
+    quiet: bool | None,
+) -> AuditResult:
+    """The masked-LM audit (``out/masked``): a copy of the public BERT fine-tuned on the
+    members (:data:`~miaudit.llm.mlm.MASKED_LM_ATTACKS`: ``mlm_pll`` and ``mlm_ratio``
+    against the public BERT, Mireshghallah et al. 2022's setting), with the blind baseline."""
+    target_mlm = copy.deepcopy(mlm)
+    train_masked_lm(
+        target_mlm, mlm_tok, [x for x, m in zip(texts, member, strict=True) if m],
+        epochs=cfg.mlm_finetune_epochs, batch_size=cfg.public_batch_size,
+        block_size=cfg.mlm_context,
+        learning_rate=cfg.learning_rate, seed=seed + 3, quiet=quiet,
     )  # fmt: skip
-    a = resolve_rmia_a(refs, keep)
-    names = tuple(REFERENCE_ATTACKS)
-    scores = reference_attacks(target_loss, refs, keep, attacks=names, a=a)
-    infos = reference_infos(names, n_references=cfg.n_references, a=a)
-    summary = {"n": cfg.n_references, "train": "the demo's recipe", "params": hp,
-               "trained_now": len(trained), "from_store": cfg.n_references - len(trained),
-               "rmia_a": a}  # fmt: skip
-    return scores, infos, summary
+    target = LanguageModelTarget(target_mlm, mlm_tok, batch_size=cfg.score_batch_size)
+    names = list(MASKED_LM_ATTACKS)
+    scores = _run_attacks(
+        target, texts, names, k=0.2, reference=None, mask_model=(mlm, mlm_tok),
+        recall_prefix=None, params={}, seed=seed, quiet=quiet,
+    )  # fmt: skip
+    return _finish(
+        scores, member, texts, ids, names, params={}, k=0.2, blind=True, fprs=DEFAULT_FPRS,
+        seed=seed, timings={},
+        extra={"source": "Python docs, random split; a tiny BERT fine-tuned on the members"},
+        output_dir=out / "masked",
+    )  # fmt: skip
+
+
+class _Background:
+    """``fn()`` run on a daemon thread (its heavy work is in worker processes, which die with
+    this process), so that an error or an interrupt in the main work does not wait for it.
+    :meth:`result` waits, then returns its value or re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        import threading
+
+        self._outcome: Any = None
+        self._failed = False
+        self.seconds = 0.0
+
+        def work() -> None:
+            t = time.perf_counter()
+            try:
+                self._outcome = fn()
+            except BaseException as exc:  # re-raised in the main thread by result()
+                self._outcome, self._failed = exc, True
+            self.seconds = time.perf_counter() - t
+
+        self._thread = threading.Thread(target=work, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._failed:
+            raise self._outcome
+        return self._outcome
+
+
+class _BackgroundReferences:
+    """The reference LMs of the demo, trained and scored by worker processes while this
+    process trains and audits the target: ``cfg.n_references`` models with the target's
+    architecture and training hyper-parameters on random halves of the records (not the
+    canaries), kept in ``out/references`` (a re-run trains none)."""
+
+    def __init__(
+        self, out: Path, cfg: LLMDemoConfig, tokenizer: Any, texts: list[str], seed: int
+    ) -> None:
+        from miaudit.audit.executors import ProcessExecutor
+        from miaudit.llm.reference_run import DemoTrainer, stored_reference_signals
+
+        self.n = cfg.n_references
+        arch = tiny_gpt2(
+            tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+        ).config  # fmt: skip
+        self.hp = {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                   "block_size": cfg.block_size, "learning_rate": cfg.learning_rate}  # fmt: skip
+        train_lm = DemoTrainer(
+            arch, tokenizer, cfg.epochs, cfg.batch_size, cfg.block_size, cfg.learning_rate
+        )
+        description = {"recipe": "llm demo", "params": self.hp, "architecture": arch.to_dict(),
+                       "tokenizer": len(tokenizer), "texts_in_tokenizer": len(texts)}  # fmt: skip
+        executor = ProcessExecutor(
+            n_workers=max(1, min(cfg.reference_workers, self.n)), threads_per_worker=1
+        )
+        self._job = _Background(
+            lambda: stored_reference_signals(
+                texts,
+                train_lm,
+                self.n,
+                description=description,
+                store_root=out / "references",
+                seed=seed,
+                batch_size=cfg.score_batch_size,
+                executor=executor,
+            ),
+            "miaudit-demo-references",
+        )
+
+    def attacks(
+        self, target_loss: NDArray[np.float64]
+    ) -> tuple[dict[str, NDArray[np.float64]], dict[str, dict[str, Any]], dict[str, Any]]:
+        """Wait for the references; the reference attacks on the target's loss, their infos
+        and a summary for the report."""
+        from miaudit.llm.reference import (
+            REFERENCE_ATTACKS,
+            reference_attacks,
+            reference_infos,
+            resolve_rmia_a,
+        )
+
+        refs, keep, trained = self._job.result()
+        a = resolve_rmia_a(refs, keep)
+        names = tuple(REFERENCE_ATTACKS)
+        scores = reference_attacks(target_loss, refs, keep, attacks=names, a=a)
+        infos = reference_infos(names, n_references=self.n, a=a)
+        summary = {"n": self.n, "train": "the demo's recipe", "params": self.hp,
+                   "trained_now": len(trained), "from_store": self.n - len(trained),
+                   "rmia_a": a, "seconds_in_background": round(self._job.seconds, 1)}  # fmt: skip
+        return scores, infos, summary
 
 
 def small_demo_config() -> LLMDemoConfig:
@@ -328,4 +551,9 @@ def small_demo_config() -> LLMDemoConfig:
         exposure_per_tier=6,
         n_shifted=80,
         n_references=0,
+        n_public=120,
+        public_epochs=4.0,
+        n_neighbours=4,
+        mlm_epochs=4.0,
+        mlm_finetune_epochs=8.0,
     )

@@ -23,11 +23,19 @@ __all__ = [
     "tiny_gpt2",
     "train_bpe_tokenizer",
     "train_causal_lm",
+    "train_masked_lm",
     "train_wordpiece_tokenizer",
 ]
 
 #: The one special token (GPT-2's): separator, end of text and padding.
 END_OF_TEXT = "<|endoftext|>"
+#: BERT's masking recipe (Devlin et al. 2019): the share of tokens chosen as targets, and of
+#: those the shares replaced by the mask token and by a random token (the rest stay as they are).
+MLM_TARGET_RATE = 0.15
+MLM_MASK_SHARE = 0.8
+MLM_RANDOM_SHARE = 0.1
+#: Share of the steps spent on linear learning-rate warm-up before the cosine decay.
+WARMUP_SHARE = 0.05
 
 
 def _seeded_model(model_class: Any, config: Any, seed: int) -> Any:
@@ -167,6 +175,20 @@ def _pack(ids: list[list[int]], block: int, eos: int, rng: np.random.Generator) 
     return torch.tensor(stream, dtype=torch.long).view(n, block)
 
 
+def _warmup_cosine(model: Any, learning_rate: float, steps: int) -> tuple[Any, Any]:
+    """AdamW (no weight decay) with linear warm-up over :data:`WARMUP_SHARE` of ``steps`` and
+    cosine decay to 0 afterwards."""
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    warm = max(1, int(steps * WARMUP_SHARE))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, steps - warm)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
 def train_causal_lm(
     model: Any,
     tokenizer: Any,
@@ -187,15 +209,7 @@ def train_causal_lm(
     rng = np.random.default_rng(seed)
     n_tokens = sum(len(x) + 1 for x in ids)
     steps = max(1, round(epochs * n_tokens / (batch_size * block_size)))
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    warm = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = _warmup_cosine(model, learning_rate, steps)
     model.train()
     losses: list[float] = []
     blocks = _pack(ids, block_size, eos, rng)
@@ -210,6 +224,80 @@ def train_causal_lm(
         x = blocks[order[pos : pos + batch_size]]
         pos += batch_size
         out = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(out.loss.detach()))
+    model.eval()
+    return losses
+
+
+def _mask_for_mlm(
+    x: torch.Tensor, special: torch.Tensor, mask_id: int, vocab: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption of a batch ``x`` (ids, shape ``(b, L)``): each non-special token is a
+    target with probability :data:`MLM_TARGET_RATE`; a target becomes the mask token with
+    probability :data:`MLM_MASK_SHARE`, a uniformly random token with
+    :data:`MLM_RANDOM_SHARE`, else stays. Returns ``(inputs, labels)``, labels ``-100`` off
+    target."""
+    u = torch.rand(x.shape, generator=gen)
+    target = (u < MLM_TARGET_RATE) & ~special
+    v = torch.rand(x.shape, generator=gen)
+    inputs = x.clone()
+    inputs[target & (v < MLM_MASK_SHARE)] = mask_id
+    swap = target & (v >= MLM_MASK_SHARE) & (v < MLM_MASK_SHARE + MLM_RANDOM_SHARE)
+    inputs[swap] = torch.randint(vocab, (int(swap.sum()),), generator=gen)
+    labels = torch.where(target, x, torch.full_like(x, -100))
+    return inputs, labels
+
+
+def train_masked_lm(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    epochs: float,
+    batch_size: int,
+    block_size: int,
+    learning_rate: float,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> list[float]:
+    """Train a masked LM (e.g. :func:`tiny_bert`) with BERT's objective (Devlin et al. 2019:
+    15% of the tokens are targets, 80/10/10 mask/random/kept) for ``epochs`` passes over
+    ``texts``. The texts (without special tokens) are packed, in a new random order each
+    epoch, into windows of ``block_size − 2`` tokens wrapped in ``[CLS] … [SEP]``; targets are
+    drawn afresh each step. AdamW with linear warm-up and cosine decay, as
+    :func:`train_causal_lm`. Returns the training loss of each step."""
+    if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
+        raise ValueError("train_masked_lm: the tokenizer needs mask and [CLS]/[SEP] tokens")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    rng = np.random.default_rng(seed)
+    inner = block_size - 2
+    n_tokens = sum(len(x) + 1 for x in ids)
+    steps = max(1, round(epochs * n_tokens / (batch_size * inner)))
+    opt, sched = _warmup_cosine(model, learning_rate, steps)
+    gen = torch.Generator().manual_seed(seed)
+
+    def packed() -> torch.Tensor:
+        body = _pack(ids, inner, sep, rng)
+        edge = torch.full((len(body), 1), cls, dtype=torch.long)
+        return torch.cat([edge, body, edge.fill_(sep)], dim=1)
+
+    model.train()
+    losses: list[float] = []
+    blocks, pos = packed(), 0
+    for _ in progress(steps, "training the masked language model", quiet=quiet):
+        if pos >= len(blocks):
+            blocks, pos = packed(), 0
+        x = blocks[pos : pos + batch_size]
+        pos += batch_size
+        special = (x == cls) | (x == sep)
+        inputs, labels = _mask_for_mlm(x, special, tokenizer.mask_token_id, len(tokenizer), gen)
+        out = model(input_ids=inputs, attention_mask=torch.ones_like(x), labels=labels)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
