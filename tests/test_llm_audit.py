@@ -224,3 +224,29 @@ def test_blind_check_fix_matches_the_reason(shifted):
     assert check.fix == (_SHIFT_FIX if shifted else _WEAK_ATTACK_FIX)
     if not shifted:
         assert verdict["withhold"]
+
+
+@pytest.mark.slow
+def test_cli_llm_demo_prints_the_three_verdicts(tmp_path, monkeypatch):
+    """``miaudit demo --llm`` (at a tiny size): the main table and headline, then the shifted
+    split's and the masked LM's verdicts with their folders."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    import miaudit.llm.demo as demo_module
+    from miaudit.cli import app
+
+    tiny = replace(
+        demo_module.small_demo_config(), n_records=80, n_canaries=24, n_candidates=16,
+        exposure_per_tier=2, n_shifted=20, vocab_size=300, n_embd=32, n_layer=1, n_head=2,
+        epochs=2.0, n_public=40, public_epochs=1.0, mlm_epochs=1.0, mlm_finetune_epochs=1.0,
+        n_neighbours=2,
+    )  # fmt: skip
+    monkeypatch.setattr(demo_module, "LLMDemoConfig", lambda: tiny)
+    res = CliRunner().invoke(app, ["demo", "--llm", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert f"Shifted split ({tmp_path / 'shifted'}): " in out
+    assert f"Masked LM ({tmp_path / 'masked'}): " in out
+    assert "report:" in out and (tmp_path / "masked" / "report.html").exists()

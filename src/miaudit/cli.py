@@ -309,7 +309,7 @@ def demo(
         typer.Option(
             "--llm",
             help="Audit a tiny GPT-2 trained here on Python's own docs and canaries instead "
-            "(about 1-3 min on 2 cores; needs miaudit[llm]).",
+            "(about 2 min on 2 cores; needs miaudit[llm]).",
         ),
     ] = False,
 ) -> None:
@@ -326,7 +326,14 @@ def demo(
                 "attacks and the blind baseline ...",
                 highlight=False,
             )
-        _print_result(run_llm_demo(out, quiet=True if quiet else None, seed=seed), quiet)
+        result = run_llm_demo(out, quiet=True if quiet else None, seed=seed)
+        _print_result(result, quiet)
+        if not quiet:
+            llm_findings = result.config["llm"]
+            shifted = llm_findings["shifted_split"].get("message", "")
+            masked = llm_findings["masked_lm"]["headline"]
+            console.print(f"Shifted split ({out / 'shifted'}): {escape(shifted)}", highlight=False)
+            console.print(f"Masked LM ({out / 'masked'}): {escape(masked)}", highlight=False)
         return
     cfg = demo_config(out, n_references=references, epochs=epochs, seed=seed, quiet=quiet)
     if print_config:
