@@ -172,3 +172,51 @@ def test_shared_input_checks():
         calibrated_scores(np.zeros((4, 0)), np.zeros((2, 4, 0)), np.zeros((2, 4), bool))
     with pytest.raises(ValidationError, match="side: expected 'in' or 'out'"):
         side_mask(np.zeros((2, 4), bool), "both")
+
+
+def test_attack_r_tie_keys_against_a_loop():
+    """The "percentile" key is each query's z-score under the record's OUT signals (ddof 0),
+    averaged over queries; "calibrated" is the mean difference; a record with one OUT
+    reference (σ = 0) takes the median positive σ."""
+    from miaudit.attacks.calibrated import attack_r_tie_key
+
+    target, ref, keep = _data(m=5, n=30, q=2, seed=4)
+    keep[:, 0] = True
+    keep[0, 0] = False  # record 0: a single OUT reference
+    out = ~keep
+    diff = np.empty(target.shape)
+    sd = np.empty(target.shape)
+    for i in range(target.shape[0]):
+        for j in range(target.shape[1]):
+            vals = ref[out[:, i], i, j]
+            diff[i, j] = target[i, j] - vals.mean()
+            sd[i, j] = vals.std()
+    assert (sd[0] == 0).all()
+    z = diff / np.where(sd > 0, sd, np.median(sd[sd > 0]))
+    got = attack_r_tie_key(target, ref, out, "percentile")
+    np.testing.assert_allclose(got, z.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        attack_r_tie_key(target, ref, out, "calibrated"), diff.mean(axis=1), rtol=1e-12
+    )
+
+
+def test_attack_r_tie_key_orders_only_ties():
+    """Both keys keep the paper's order wherever ranks differ, and order the tied records
+    by the key; an unknown key is refused by the function and the registered attack."""
+    from miaudit.attacks.calibrated import attack_r_tie_key
+
+    target, ref, keep = _data(m=4, n=200, q=1, seed=5)
+    target = target * 3  # many records outside their references' range: ties at 0 and 1
+    paper = attack_r_scores(target, ref, keep, equalize=False, tie_break=False)
+    for key in ("percentile", "calibrated"):
+        tied = attack_r_scores(target, ref, keep, equalize=False, tie_key=key)
+        order = np.argsort(tied, kind="stable")
+        assert (np.diff(paper[order]) >= -1e-9).all()  # primary order kept
+        top = np.flatnonzero(paper == 1.0)
+        assert top.size > 5
+        k = attack_r_tie_key(target, ref, ~keep, key)
+        assert np.array_equal(np.argsort(tied[top]), np.argsort(k[top]))
+    with pytest.raises(ValidationError, match="tie_key"):
+        attack_r_scores(target, ref, keep, tie_key="loss")
+    with pytest.raises(ValidationError, match="tie_key"):
+        attacks.get("attack_r")(tie_key="loss")
