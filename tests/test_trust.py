@@ -159,8 +159,8 @@ def demo_runs(tmp_path_factory):
             {"name": "attack_r", "params": {"tie_break": False}, "label": "attack_r_paper"},
             {
                 "name": "attack_r",
-                "params": {"tie_key": "calibrated"},
-                "label": "attack_r_calibrated",
+                "params": {"tie_key": "percentile"},
+                "label": "attack_r_percentile",
             },
         ]
         runs[name] = Audit(parse_config(d, source="test")).run()
@@ -177,13 +177,15 @@ def test_attack_r_ties_no_longer_cap_low_fpr(demo_runs):
     assert np.diff(fpr).max() <= 0.01  # no straight segment longer than 1% FPR
     fpr_paper, _, _ = roc_curve(r.scores["attack_r_paper"].to_numpy(float), member)
     assert np.diff(fpr_paper).max() > 0.05
-    # The default key (the rank continued by a Gaussian fit of the OUT signals) orders the
-    # ties by the paper's own statistic: the AUC stays within 0.005 (measured +0.0002 to
-    # +0.0011); the "calibrated" key also removes the cap but adds what the ties hid.
-    assert abs(tied.auc - paper.auc) < 0.005
-    calibrated = r.metrics["attack_r_calibrated"]
-    assert calibrated.at(0.01).tpr > 0.0
-    assert calibrated.auc > paper.auc
+    # The tie-break only orders records within a tie: the AUC moves by what the ties hid (the
+    # tied pairs counted 1/2 before): +0.005 (16 refs) to +0.012 (8 refs) with the default
+    # key; the "percentile" key keeps it within 0.005 (+0.0002 to +0.0011), a weaker order.
+    assert 0.0 < tied.auc - paper.auc < 0.02
+    percentile = r.metrics["attack_r_percentile"]
+    assert percentile.at(0.01).tpr > 0.0
+    assert abs(percentile.auc - paper.auc) < 0.005
+    fpr_p, _, _ = roc_curve(r.scores["attack_r_percentile"].to_numpy(float), member)
+    assert np.diff(fpr_p).max() <= 0.01
 
 
 def test_report_guidance_and_cache_note(demo_runs):
