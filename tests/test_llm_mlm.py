@@ -256,3 +256,27 @@ def test_mlm_pll_and_ratio_share_the_targets_pass(mlm, monkeypatch):
     assert [c is model for c in calls] == [True, False]
     alone = score_texts(model, tok, CORPUS[:4], ["mlm_ratio"], mask_model=(ref, tok))
     np.testing.assert_allclose(both["mlm_ratio"], alone["mlm_ratio"], atol=1e-12)
+
+
+def test_wordpiece_vocabulary_is_deterministic_and_covers_every_character():
+    """The same texts give the same vocabulary in any process (no trainer tie-breaking): the
+    special tokens, each character as a start and a continuation, then words by count and
+    alphabet; a word outside the vocabulary splits into pieces, never [UNK]."""
+    tok = train_wordpiece_tokenizer(CORPUS, 90)
+    vocab = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted({c for text in CORPUS for c in text.lower() if not c.isspace()})
+    assert vocab[5 : 5 + len(chars)] == chars
+    assert vocab[5 + len(chars) : 5 + 2 * len(chars)] == [f"##{c}" for c in chars]
+    import re
+    from collections import Counter
+
+    counts = Counter(w for text in CORPUS for w in re.findall(r"\w+|[^\w\s]", text.lower()))
+    expected = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    assert len(vocab) == 90
+    assert vocab[5 + 2 * len(chars) :] == expected[: 90 - 5 - 2 * len(chars)]
+    pieces = tok.tokenize("Unhashable containers")
+    assert "[UNK]" not in pieces and pieces[0] == "u"
+    assert train_wordpiece_tokenizer(CORPUS, 90).get_vocab() == tok.get_vocab()
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_wordpiece_tokenizer(CORPUS, 20)

@@ -110,19 +110,40 @@ WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Any:
     """A BERT-style WordPiece tokenizer (lower-cased, ``[CLS] text [SEP]``, the special tokens
-    of :data:`WORDPIECE_SPECIALS`) trained on ``texts``, as a
-    ``transformers.PreTrainedTokenizerFast``: what a masked LM needs (:func:`tiny_bert`)."""
+    of :data:`WORDPIECE_SPECIALS`) built from ``texts``, as a
+    ``transformers.PreTrainedTokenizerFast``: what a masked LM needs (:func:`tiny_bert`).
+
+    The vocabulary is deterministic: the special tokens, every character of the normalised
+    texts both as a word start and as a ``##`` continuation (so no text maps to ``[UNK]``),
+    then the most frequent words (count, ties in alphabetical order) up to ``vocab_size``; a
+    word outside it is split greedily into the longest pieces in it (WordPiece). It is not
+    trained with ``tokenizers``' WordPiece trainer, whose choice between merges of equal count
+    changes from one process to the next (a demo must give the same numbers every run).
+    """
     transformers = _require_transformers()
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
     pad, unk, cls, sep, mask = WORDPIECE_SPECIALS
-    tok = Tokenizer(models.WordPiece(unk_token=unk))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS), show_progress=False
-    )
-    tok.train_from_iterator(list(texts), trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = [*WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars)]
+    if len(vocab) > vocab_size:
+        raise ValueError(
+            f"vocab_size={vocab_size} is below the {len(vocab)} special tokens and characters "
+            "of these texts"
+        )
+    present = set(vocab)
+    ranked = sorted((w for w in words if w not in present), key=lambda w: (-words[w], w))
+    vocab += ranked[: vocab_size - len(vocab)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=unk))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
