@@ -18,7 +18,7 @@ from miaudit.llm.tiny import (
     tiny_bert,
     tiny_gpt2,
     train_bpe_tokenizer,
-    train_wordpiece_tokenizer,
+    train_mlm_tokenizer,
 )
 
 CORPUS = [
@@ -40,8 +40,8 @@ def _one_thread(one_torch_thread):
     """Tiny models: one torch thread is fastest and deterministic on a shared machine."""
 
 
-def _wordpiece_tokenizer(texts):
-    return train_wordpiece_tokenizer(texts, vocab_size=200)
+def _mlm_tokenizer(texts):
+    return train_mlm_tokenizer(texts, vocab_size=200)
 
 
 def _bert(tok, seed):
@@ -54,7 +54,7 @@ def _bert(tok, seed):
 
 @pytest.fixture(scope="module")
 def mlm():
-    tok = _wordpiece_tokenizer(CORPUS * 2)
+    tok = _mlm_tokenizer(CORPUS * 2)
     return _bert(tok, 0), _bert(tok, 1), tok
 
 
@@ -224,7 +224,7 @@ def test_train_masked_lm_fits_its_texts():
     texts a higher pseudo-log-likelihood than an untrained copy."""
     from miaudit.llm.tiny import train_masked_lm
 
-    tok = train_wordpiece_tokenizer(CORPUS, 200)
+    tok = train_mlm_tokenizer(CORPUS, 200)
     untrained = tiny_bert(tok, max_positions=32, seed=3)
     model = tiny_bert(tok, max_positions=32, seed=3)
     losses = train_masked_lm(
@@ -258,25 +258,29 @@ def test_mlm_pll_and_ratio_share_the_targets_pass(mlm, monkeypatch):
     np.testing.assert_allclose(both["mlm_ratio"], alone["mlm_ratio"], atol=1e-12)
 
 
-def test_wordpiece_vocabulary_is_deterministic_and_covers_every_character():
-    """The same texts give the same vocabulary in any process (no trainer tie-breaking): the
-    special tokens, each character as a start and a continuation, then words by count and
-    alphabet; a word outside the vocabulary splits into pieces, never [UNK]."""
-    tok = train_wordpiece_tokenizer(CORPUS, 90)
-    vocab = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
-    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    chars = sorted({c for text in CORPUS for c in text.lower() if not c.isspace()})
-    assert vocab[5 : 5 + len(chars)] == chars
-    assert vocab[5 + len(chars) : 5 + 2 * len(chars)] == [f"##{c}" for c in chars]
-    import re
-    from collections import Counter
+def test_mlm_tokenizer_is_the_same_in_every_process():
+    """The masked-LM tokenizer's vocabulary does not depend on the process (tokenizers'
+    WordPiece trainer's does): two fresh interpreters give the same ids."""
+    import json
+    import subprocess
+    import sys
 
-    counts = Counter(w for text in CORPUS for w in re.findall(r"\w+|[^\w\s]", text.lower()))
-    expected = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
-    assert len(vocab) == 90
-    assert vocab[5 + 2 * len(chars) :] == expected[: 90 - 5 - 2 * len(chars)]
-    pieces = tok.tokenize("Unhashable containers")
-    assert "[UNK]" not in pieces and pieces[0] == "u"
-    assert train_wordpiece_tokenizer(CORPUS, 90).get_vocab() == tok.get_vocab()
-    with pytest.raises(ValueError, match="vocab_size"):
-        train_wordpiece_tokenizer(CORPUS, 20)
+    code = (
+        "import json, sys; from miaudit.llm.tiny import train_mlm_tokenizer; "
+        "t = train_mlm_tokenizer(json.loads(sys.argv[1]) * 3, 120); "
+        "print(json.dumps(sorted(t.get_vocab().items())))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(CORPUS)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for _ in range(2)
+    ]  # fmt: skip
+    assert runs[0] == runs[1]
+    vocab = dict(json.loads(runs[0]))
+    assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
+    tok = train_mlm_tokenizer(CORPUS * 3, 120)
+    ids = tok("Sets are unordered")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.unk_token_id not in ids

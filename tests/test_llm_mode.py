@@ -25,7 +25,7 @@ from miaudit.llm.tiny import (
     tiny_bert,
     tiny_gpt2,
     train_bpe_tokenizer,
-    train_wordpiece_tokenizer,
+    train_mlm_tokenizer,
 )
 
 runner = CliRunner()
@@ -84,9 +84,9 @@ def test_config_lists_the_masked_lm_attacks():
 MLM_CONTEXT = 32
 
 
-def _wordpiece_tokenizer(texts: list[str]) -> Any:
+def _mlm_tokenizer(texts: list[str]) -> Any:
     """A BERT-style tokenizer trained here (nothing downloaded)."""
-    return train_wordpiece_tokenizer(texts, vocab_size=300)
+    return train_mlm_tokenizer(texts, vocab_size=300)
 
 
 def _tiny_bert(tok: Any, seed: int) -> Any:
@@ -111,7 +111,7 @@ def short_docs() -> list[str]:
 @pytest.fixture
 def masked_run(tmp_path: Path, short_docs: list[str]) -> tuple[Path, Any, Any, Any]:
     """A config folder: tiny BERT target ``bert``, reference ``bert-ref``, texts."""
-    tok = _wordpiece_tokenizer(short_docs)
+    tok = _mlm_tokenizer(short_docs)
     target, ref = _tiny_bert(tok, 0), _tiny_bert(tok, 1)
     for name, model in (("bert", target), ("bert-ref", ref)):
         model.save_pretrained(tmp_path / "cfg" / name)

@@ -12,7 +12,7 @@ Nothing is downloaded. :func:`run_llm_demo`
    copies (packed into blocks, AdamW);
 4. takes ``n_public`` other paragraphs of the same corpus (never audited, half pydoc, half
    modules) as public data and trains on them a reference GPT-2 (same tokenizer and
-   architecture) and a tiny BERT with its own WordPiece tokenizer (:func:`_public_models`);
+   architecture) and a tiny BERT with a tokenizer of its own (:func:`_public_models`);
 5. audits the random split with every causal-LM attack of the registry — the four one-pass
    attacks, ``lowercase``, ``reference`` (the public GPT-2), ``recall`` (a prefix of public
    paragraphs), ``neighbourhood`` (neighbours proposed by the public BERT), ``gradient_norm``
@@ -62,7 +62,7 @@ from miaudit.llm.tiny import (
     train_bpe_tokenizer,
     train_causal_lm,
     train_masked_lm,
-    train_wordpiece_tokenizer,
+    train_mlm_tokenizer,
 )
 from miaudit.metrics import DEFAULT_FPRS
 
@@ -118,7 +118,7 @@ class LLMDemoConfig:
     public_batch_size: int = 32
     recall_shots: int = 3
     n_neighbours: int = 10
-    #: The tiny BERT (WordPiece vocabulary, width, layers, heads, context) trained on the
+    #: The tiny BERT (vocabulary, width, layers, heads, context) trained on the
     #: public paragraphs for ``mlm_epochs``, then copied and fine-tuned on the members for
     #: ``mlm_finetune_epochs`` (the demo's masked LM). Its cost is one pass per token for the
     #: neighbours and for each pseudo-likelihood, so it is kept small.
@@ -389,7 +389,7 @@ def _public_models(
 ) -> tuple[Any, Any, Any]:
     """The models trained on the public paragraphs: a GPT-2 with the target's tokenizer and
     architecture (the ``reference`` attack's model; ``cfg.public_epochs``) and a tiny BERT
-    with a WordPiece tokenizer of its own (``neighbourhood``'s proposals, ``mlm_ratio``'s
+    with a BPE tokenizer of its own (``neighbourhood``'s proposals, ``mlm_ratio``'s
     reference). Returns ``(reference GPT-2, BERT, BERT's tokenizer)``."""
     ref_lm = tiny_gpt2(
         tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
@@ -399,7 +399,7 @@ def _public_models(
         ref_lm, tokenizer, public, epochs=cfg.public_epochs, batch_size=cfg.public_batch_size,
         block_size=cfg.block_size, learning_rate=cfg.learning_rate, seed=seed + 1, quiet=quiet,
     )  # fmt: skip
-    mlm_tok = train_wordpiece_tokenizer(public, cfg.mlm_vocab_size)
+    mlm_tok = train_mlm_tokenizer(public, cfg.mlm_vocab_size)
     mlm = tiny_bert(
         mlm_tok, max_positions=cfg.mlm_context, hidden_size=cfg.mlm_hidden,
         n_layer=cfg.mlm_layers, n_head=cfg.mlm_heads, intermediate_size=4 * cfg.mlm_hidden,

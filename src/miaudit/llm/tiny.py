@@ -1,6 +1,6 @@
-"""Tiny language models built locally: byte-level BPE and WordPiece tokenizers trained with
-``tokenizers``, GPT-2-style and BERT-style models from a config (random weights), and the
-causal-LM trainer of the demo. Nothing is downloaded.
+"""Tiny language models built locally: a byte-level BPE tokenizer and a BERT-style one, both
+trained with ``tokenizers``; GPT-2-style and BERT-style models from a config (random weights);
+the causal-LM and masked-LM trainers of the demo. Nothing is downloaded.
 
 Used by the demo, the tests and the benchmark; also handy to try the attacks offline.
 """
@@ -17,14 +17,14 @@ from miaudit._progress import progress
 from miaudit.llm.target import _require_transformers
 
 __all__ = [
+    "BERT_SPECIALS",
     "END_OF_TEXT",
-    "WORDPIECE_SPECIALS",
     "tiny_bert",
     "tiny_gpt2",
     "train_bpe_tokenizer",
     "train_causal_lm",
     "train_masked_lm",
-    "train_wordpiece_tokenizer",
+    "train_mlm_tokenizer",
 ]
 
 #: The one special token (GPT-2's): separator, end of text and padding.
@@ -105,45 +105,32 @@ def tiny_gpt2(
 
 
 #: The special tokens of a BERT-style tokenizer.
-WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Any:
-    """A BERT-style WordPiece tokenizer (lower-cased, ``[CLS] text [SEP]``, the special tokens
-    of :data:`WORDPIECE_SPECIALS`) built from ``texts``, as a
-    ``transformers.PreTrainedTokenizerFast``: what a masked LM needs (:func:`tiny_bert`).
+def train_mlm_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Any:
+    """A BERT-style tokenizer for a masked LM (lower-cased, ``[CLS] text [SEP]``, the special
+    tokens of :data:`BERT_SPECIALS`), trained on ``texts`` with ``tokenizers``, as a
+    ``transformers.PreTrainedTokenizerFast``: what :func:`tiny_bert` needs.
 
-    The vocabulary is deterministic: the special tokens, every character of the normalised
-    texts both as a word start and as a ``##`` continuation (so no text maps to ``[UNK]``),
-    then the most frequent words (count, ties in alphabetical order) up to ``vocab_size``; a
-    word outside it is split greedily into the longest pieces in it (WordPiece). It is not
-    trained with ``tokenizers``' WordPiece trainer, whose choice between merges of equal count
-    changes from one process to the next (a demo must give the same numbers every run).
+    Sub-words are byte-pair merges learned within words (BERT's normaliser and
+    pre-tokeniser), without WordPiece's ``##`` continuation marks: ``tokenizers``' BPE trainer
+    gives the same vocabulary in every process, while its WordPiece trainer (and BPE with a
+    continuation prefix or an end-of-word suffix) breaks ties between merges of equal count in
+    an order that changes from one process to the next (measured: three runs, three
+    vocabularies), which would make a demo's numbers change from run to run.
     """
     transformers = _require_transformers()
-    from collections import Counter
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    pad, unk, cls, sep, mask = WORDPIECE_SPECIALS
-    normalizer = normalizers.BertNormalizer(lowercase=True)
-    pre = pre_tokenizers.BertPreTokenizer()
-    words: Counter[str] = Counter()
-    for text in texts:
-        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
-    chars = sorted({c for w in words for c in w})
-    vocab = [*WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars)]
-    if len(vocab) > vocab_size:
-        raise ValueError(
-            f"vocab_size={vocab_size} is below the {len(vocab)} special tokens and characters "
-            "of these texts"
-        )
-    present = set(vocab)
-    ranked = sorted((w for w in words if w not in present), key=lambda w: (-words[w], w))
-    vocab += ranked[: vocab_size - len(vocab)]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=unk))
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = pre
+    pad, unk, cls, sep, mask = BERT_SPECIALS
+    tok = Tokenizer(models.BPE(unk_token=unk))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS), show_progress=False
+    )
+    tok.train_from_iterator(list(texts), trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
