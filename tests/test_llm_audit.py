@@ -132,6 +132,10 @@ def test_demo_small(tmp_path):
         assert np.isfinite(result.scores[name]).all(), name
     masked = json.loads((tmp_path / "masked" / "metrics.json").read_text())
     assert set(masked["attacks"]) == set(MASKED_LM_ATTACKS)
+    # The fine-tuned BERT is calibrated by the public one (measured AUC 0.86 against 0.56 for
+    # the PLL alone at this size): a dropped fine-tune or a self-ratio would fail here.
+    auc_of = {n: masked["attacks"][n]["metrics"]["auc"] for n in MASKED_LM_ATTACKS}
+    assert auc_of["mlm_ratio"] > 0.7 and auc_of["mlm_ratio"] > auc_of["mlm_pll"] + 0.1
     assert (tmp_path / "masked" / "report.html").exists()
     assert llm["masked_lm"]["headline"] == masked["headline"]
     # The public paragraphs the extra attacks read are never audited.

@@ -258,29 +258,48 @@ def test_mlm_pll_and_ratio_share_the_targets_pass(mlm, monkeypatch):
     np.testing.assert_allclose(both["mlm_ratio"], alone["mlm_ratio"], atol=1e-12)
 
 
-def test_mlm_tokenizer_is_the_same_in_every_process():
-    """The masked-LM tokenizer's vocabulary does not depend on the process (tokenizers'
-    WordPiece trainer's does): two fresh interpreters give the same ids."""
+def test_mlm_tokenizer_is_the_same_in_every_process(tmp_path):
+    """The masked-LM tokenizer's vocabulary does not depend on the process: two fresh
+    interpreters give the same ids on 300 Python-docs paragraphs (tokenizers' WordPiece
+    trainer gave a different vocabulary in each of three runs on such text)."""
     import json
     import subprocess
     import sys
 
+    from miaudit.llm.corpus import python_docs_corpus
+
+    corpus = python_docs_corpus()
+    texts = [corpus[i].text for i in np.random.default_rng(0).choice(len(corpus), 300, False)]
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps(texts))
     code = (
-        "import json, sys; from miaudit.llm.tiny import train_mlm_tokenizer; "
-        "t = train_mlm_tokenizer(json.loads(sys.argv[1]) * 3, 120); "
+        "import json, sys; from pathlib import Path; "
+        "from miaudit.llm.tiny import train_mlm_tokenizer; "
+        "t = train_mlm_tokenizer(json.loads(Path(sys.argv[1]).read_text()), 512); "
         "print(json.dumps(sorted(t.get_vocab().items())))"
     )
     runs = [
         subprocess.run(
-            [sys.executable, "-c", code, json.dumps(CORPUS)],
-            capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
         ).stdout
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     assert runs[0] == runs[1]
     vocab = dict(json.loads(runs[0]))
+    assert len(vocab) == 512
     assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
     tok = train_mlm_tokenizer(CORPUS * 3, 120)
     ids = tok("Sets are unordered")["input_ids"]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert tok.unk_token_id not in ids
+
+
+def test_mlm_training_windows_are_cls_text_sep():
+    """Every training window is [CLS] body [SEP] (the layout scoring uses)."""
+    from miaudit.llm.tiny import _mlm_windows
+
+    body = torch.arange(12).view(3, 4) + 10
+    w = _mlm_windows(body, 2, 3)
+    assert w.shape == (3, 6)
+    assert (w[:, 0] == 2).all() and (w[:, -1] == 3).all()
+    torch.testing.assert_close(w[:, 1:-1], body)

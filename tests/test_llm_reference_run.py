@@ -204,16 +204,24 @@ def test_references_config_errors(tmp_path, docs):
     assert "trust_code" in result.output and "llm.references.train" in result.output
 
 
-def test_demo_with_references_adds_them_and_reuses_the_store(tmp_path):
+def _tiny_demo_config(**changes: Any) -> Any:
     from dataclasses import replace
 
-    from miaudit.llm.demo import run_llm_demo, small_demo_config
+    from miaudit.llm.demo import small_demo_config
 
-    cfg = replace(
-        small_demo_config(), n_records=80, n_canaries=24, n_candidates=16, exposure_per_tier=2,
-        n_shifted=20, vocab_size=300, n_embd=32, n_layer=1, n_head=2, epochs=2.0,
-        n_references=4,
-    )  # fmt: skip
+    sizes: dict[str, Any] = {
+        "n_records": 80, "n_canaries": 24, "n_candidates": 16, "exposure_per_tier": 2,
+        "n_shifted": 20, "vocab_size": 300, "n_embd": 32, "n_layer": 1, "n_head": 2,
+        "epochs": 2.0, "n_references": 4, "n_public": 40, "public_epochs": 1.0,
+        "mlm_epochs": 1.0, "mlm_finetune_epochs": 1.0, "n_neighbours": 2,
+    }  # fmt: skip
+    return replace(small_demo_config(), **{**sizes, **changes})
+
+
+def test_demo_with_references_adds_them_and_reuses_the_store(tmp_path):
+    from miaudit.llm.demo import run_llm_demo
+
+    cfg = _tiny_demo_config()
     result = run_llm_demo(tmp_path, quiet=True, seed=0, config=cfg)
     assert set(REFERENCE_ATTACKS) <= set(result.metrics)
     refs = result.config["llm"]["references"]
@@ -222,6 +230,53 @@ def test_demo_with_references_adds_them_and_reuses_the_store(tmp_path):
     assert again.config["llm"]["references"]["from_store"] == 4
     for name in REFERENCE_ATTACKS:
         assert again.metrics[name].auc == result.metrics[name].auc
+
+
+def test_demo_stops_its_reference_worker_when_the_main_work_fails(tmp_path, monkeypatch):
+    """An error in the demo's own work terminates the worker that trains the references (no
+    wait for them, no worker left running) and removes its job folder."""
+    import signal
+
+    import miaudit.llm.demo as demo_module
+
+    started = []
+    real_init = demo_module._BackgroundReferences.__init__
+
+    def spy(self, *args, **kw):
+        real_init(self, *args, **kw)
+        started.append(self)
+
+    def fail(*args, **kw):
+        raise RuntimeError("the main work failed")
+
+    monkeypatch.setattr(demo_module._BackgroundReferences, "__init__", spy)
+    monkeypatch.setattr(demo_module, "_public_models", fail)
+    with pytest.raises(RuntimeError, match="main work failed"):
+        demo_module.run_llm_demo(tmp_path, quiet=True, config=_tiny_demo_config(epochs=20.0))
+    (worker,) = started
+    assert worker._proc.returncode == -signal.SIGTERM  # stopped, not finished
+    assert not worker._dir.exists()
+
+
+def test_demo_trains_here_what_a_failed_worker_did_not_store(tmp_path, docs, caplog):
+    """A worker that dies (killed here) leaves its references to this process: the warning
+    says so, both are trained here and stored, and every reference attack is scored."""
+    from miaudit.llm.demo import _BackgroundReferences
+    from miaudit.llm.reference_run import stored_reference_signals
+
+    cfg = _tiny_demo_config(epochs=1.0)
+    texts = docs[:20]
+    tok = train_bpe_tokenizer(texts, 300)
+    background = _BackgroundReferences(tmp_path, cfg, tok, texts, 0)
+    background._proc.kill()
+    loss = np.linspace(-3.0, -1.0, len(texts))
+    with caplog.at_level("WARNING", logger="miaudit"):
+        scores, _, summary = background.attacks(loss)
+    assert "reference worker failed" in caplog.text
+    assert summary["trained_now"] == 4 and summary["from_store"] == 0
+    _, _, trained = stored_reference_signals(**background._job)
+    assert trained == []  # all stored now
+    assert set(scores) == set(REFERENCE_ATTACKS) and not background._dir.exists()
 
 
 @pytest.fixture(scope="module")

@@ -332,8 +332,15 @@ def demo(
             llm_findings = result.config["llm"]
             shifted = llm_findings["shifted_split"].get("message", "")
             masked = llm_findings["masked_lm"]["headline"]
-            console.print(f"Shifted split ({out / 'shifted'}): {escape(shifted)}", highlight=False)
-            console.print(f"Masked LM ({out / 'masked'}): {escape(masked)}", highlight=False)
+            for title, folder, text in (
+                ("Shifted split", out / "shifted", shifted),
+                ("Masked LM", out / "masked", masked),
+            ):
+                console.print(
+                    f"{title} ({escape(str(folder))}): {escape(text)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         return
     cfg = demo_config(out, n_references=references, epochs=epochs, seed=seed, quiet=quiet)
     if print_config:

@@ -78,6 +78,7 @@ __all__ = [
     "attack_r_tie_key",
     "break_ties",
     "calibrated_scores",
+    "check_tie_key",
     "sablayrolles_scores",
 ]
 
@@ -164,6 +165,7 @@ def attack_r_scores(
     >>> attack_r_scores(target, reference, keep, tie_break=False)  # above all OUT; at the median
     array([1. , 0.5])
     """
+    check_tie_key(tie_key)
     tgt, ref, kp = check_reference_signals(target, reference, keep)
     require_references(kp, "out", "Attack-R")
     out = equal_count_masks(kp)[1] if equalize else ~kp
@@ -175,7 +177,6 @@ def attack_r_scores(
         lambda idx: np.take_along_axis(rows, idx[..., None], axis=-1)[..., 0],
         out.sum(axis=0)[:, None],
     )
-    check_tie_key(tie_key)
     if not tie_break:
         return rank.mean(axis=1)
     return break_ties(rank.mean(axis=1), attack_r_tie_key(tgt, ref, out, tie_key))

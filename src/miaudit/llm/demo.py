@@ -40,7 +40,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,9 +102,10 @@ class LLMDemoConfig:
     score_batch_size: int = 32
     n_shifted: int = 200
     #: Reference LMs (0: none) trained with the target's recipe on random halves of the
-    #: records, for LiRA, Attack-R and RMIA (:mod:`miaudit.llm.reference`). 4 cost ~52 s on
-    #: the 2-core machine (demo ~90 s fresh); kept in ``output_dir/references``, so a re-run
-    #: trains none. Online LiRA needs more (2 IN / 2 OUT per text fit poor Gaussians).
+    #: records, for LiRA, Attack-R and RMIA (:mod:`miaudit.llm.reference`), by a worker
+    #: interpreter while the demo trains and audits the target (4 take ~66 s of the ~105 s on
+    #: 2 cores); kept in ``output_dir/references``, so a re-run trains none. Online LiRA needs
+    #: more (2 IN / 2 OUT per text fit poor Gaussians).
     n_references: int = 4
     #: Public paragraphs: other paragraphs of the corpus (half pydoc, half modules), never
     #: audited, the data of the attacks that need some — the reference GPT-2 and the BERT are
@@ -129,9 +130,6 @@ class LLMDemoConfig:
     mlm_context: int = 64
     mlm_epochs: float = 8.0
     mlm_finetune_epochs: float = 32.0
-    #: Worker processes that train the reference LMs while the demo's process trains and
-    #: audits the target.
-    reference_workers: int = 1
 
 
 def _sample_records(cfg: LLMDemoConfig, rng: np.random.Generator) -> list[DocRecord]:
@@ -160,6 +158,10 @@ def _sources(corpus: list[DocRecord]) -> tuple[list[int], list[int]]:
     return pydoc, [i for i, r in enumerate(corpus) if r.source != PYDOC_SOURCE]
 
 
+#: Seconds a reference worker is given to stop on ``terminate`` before it is killed.
+WORKER_STOP_SECONDS = 10.0
+#: Seed offsets of the demo's other models (the target's weights use ``seed`` itself).
+PUBLIC_LM_SEED, PUBLIC_BERT_SEED, MASKED_TARGET_SEED = 1, 2, 3
 #: Stream of the public paragraphs' draw (its own, so that the records, coins and canaries of
 #: a seed do not depend on ``n_public``).
 _PUBLIC_STREAM = 1
@@ -199,7 +201,9 @@ def run_llm_demo(
     ----------
     output_dir : str or Path
         Main report (``report.html``, ``metrics.json``, ``scores.csv``, ...), ``canaries.csv``,
-        ``demo.json`` (sizes, timings, training loss) and ``shifted/`` (the shifted split).
+        ``demo.json`` (sizes, timings, training loss), ``shifted/`` (the shifted split's
+        report), ``masked/`` (the masked LM's report) and ``references/`` (the reference LMs'
+        stored signals).
     quiet : bool, optional
         Progress bars (``None``: on a terminal outside CI).
     seed : int
@@ -213,14 +217,18 @@ def run_llm_demo(
     Returns
     -------
     AuditResult
-        Of the random split. ``config["llm"]`` also holds ``canaries`` (per-tier table) and
-        ``shifted_split`` (the blind verdict on the shifted split).
+        Of the random split. ``config["llm"]`` also holds ``canaries`` (per-tier table),
+        ``shifted_split`` (the blind verdict on the shifted split), ``masked_lm`` (the masked
+        LM report's folder and headline), ``public_data`` (how many public paragraphs, what
+        they serve) and ``references`` (how many, trained now or from the store).
     """
-    with torch_threads(threads):
-        return _run(Path(output_dir), quiet, seed, config or LLMDemoConfig())
+    with torch_threads(threads), ExitStack() as cleanup:
+        return _run(Path(output_dir), quiet, seed, config or LLMDemoConfig(), cleanup)
 
 
-def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditResult:
+def _run(
+    out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig, cleanup: ExitStack
+) -> AuditResult:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -237,6 +245,7 @@ def _run(out: Path, quiet: bool | None, seed: int, cfg: LLMDemoConfig) -> AuditR
     pending = None  # a worker process trains the references while the rest runs
     if cfg.n_references > 0:
         pending = _BackgroundReferences(out, cfg, tokenizer, texts, seed)
+        cleanup.callback(pending.cancel)
     model = tiny_gpt2(
         tokenizer,
         n_positions=cfg.n_positions,
@@ -393,21 +402,23 @@ def _public_models(
     reference). Returns ``(reference GPT-2, BERT, BERT's tokenizer)``."""
     ref_lm = tiny_gpt2(
         tokenizer, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, seed=seed + 1,
+        n_head=cfg.n_head, seed=seed + PUBLIC_LM_SEED,
     )  # fmt: skip
     train_causal_lm(
         ref_lm, tokenizer, public, epochs=cfg.public_epochs, batch_size=cfg.public_batch_size,
-        block_size=cfg.block_size, learning_rate=cfg.learning_rate, seed=seed + 1, quiet=quiet,
+        block_size=cfg.block_size, learning_rate=cfg.learning_rate, seed=seed + PUBLIC_LM_SEED,
+        quiet=quiet,
     )  # fmt: skip
     mlm_tok = train_mlm_tokenizer(public, cfg.mlm_vocab_size)
     mlm = tiny_bert(
         mlm_tok, max_positions=cfg.mlm_context, hidden_size=cfg.mlm_hidden,
         n_layer=cfg.mlm_layers, n_head=cfg.mlm_heads, intermediate_size=4 * cfg.mlm_hidden,
-        seed=seed + 2,
+        seed=seed + PUBLIC_BERT_SEED,
     )  # fmt: skip
     train_masked_lm(
         mlm, mlm_tok, public, epochs=cfg.mlm_epochs, batch_size=cfg.public_batch_size,
-        block_size=cfg.mlm_context, learning_rate=cfg.learning_rate, seed=seed + 2, quiet=quiet,
+        block_size=cfg.mlm_context, learning_rate=cfg.learning_rate, seed=seed + PUBLIC_BERT_SEED,
+        quiet=quiet,
     )  # fmt: skip
     return ref_lm, mlm, mlm_tok
 
@@ -431,7 +442,7 @@ def _masked_lm_audit(
         target_mlm, mlm_tok, [x for x, m in zip(texts, member, strict=True) if m],
         epochs=cfg.mlm_finetune_epochs, batch_size=cfg.public_batch_size,
         block_size=cfg.mlm_context,
-        learning_rate=cfg.learning_rate, seed=seed + 3, quiet=quiet,
+        learning_rate=cfg.learning_rate, seed=seed + MASKED_TARGET_SEED, quiet=quiet,
     )  # fmt: skip
     target = LanguageModelTarget(target_mlm, mlm_tok, batch_size=cfg.score_batch_size)
     names = list(MASKED_LM_ATTACKS)
@@ -447,47 +458,28 @@ def _masked_lm_audit(
     )  # fmt: skip
 
 
-class _Background:
-    """``fn()`` run on a daemon thread (its heavy work is in worker processes, which die with
-    this process), so that an error or an interrupt in the main work does not wait for it.
-    :meth:`result` waits, then returns its value or re-raises its exception."""
-
-    def __init__(self, fn: Callable[[], Any], name: str) -> None:
-        import threading
-
-        self._outcome: Any = None
-        self._failed = False
-        self.seconds = 0.0
-
-        def work() -> None:
-            t = time.perf_counter()
-            try:
-                self._outcome = fn()
-            except BaseException as exc:  # re-raised in the main thread by result()
-                self._outcome, self._failed = exc, True
-            self.seconds = time.perf_counter() - t
-
-        self._thread = threading.Thread(target=work, name=name, daemon=True)
-        self._thread.start()
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._failed:
-            raise self._outcome
-        return self._outcome
-
-
 class _BackgroundReferences:
-    """The reference LMs of the demo, trained and scored by worker processes while this
-    process trains and audits the target: ``cfg.n_references`` models with the target's
-    architecture and training hyper-parameters on random halves of the records (not the
-    canaries), kept in ``out/references`` (a re-run trains none)."""
+    """The reference LMs of the demo, trained by a worker interpreter
+    (:mod:`miaudit.llm._reference_worker`) while this process trains and audits the target:
+    ``cfg.n_references`` models with the target's architecture and training hyper-parameters
+    on random halves of the records (not the canaries), kept in ``out/references`` (a re-run
+    trains none).
+
+    :meth:`cancel` stops the worker (the demo calls it on every exit, so an error or an
+    interrupt in the main work neither waits for the references nor leaves a worker running);
+    :meth:`attacks` waits for it and reads the store, training here whatever the worker did not
+    store (it failed: its log is in the warning)."""
 
     def __init__(
         self, out: Path, cfg: LLMDemoConfig, tokenizer: Any, texts: list[str], seed: int
     ) -> None:
-        from miaudit.audit.executors import ProcessExecutor
-        from miaudit.llm.reference_run import DemoTrainer, stored_reference_signals
+        import os
+        import pickle
+        import subprocess
+        import sys
+        import tempfile
+
+        from miaudit.llm.reference_run import DemoTrainer, tokenizer_hash
 
         self.n = cfg.n_references
         arch = tiny_gpt2(
@@ -500,44 +492,71 @@ class _BackgroundReferences:
             arch, tokenizer, cfg.epochs, cfg.batch_size, cfg.block_size, cfg.learning_rate
         )
         description = {"recipe": "llm demo", "params": self.hp, "architecture": arch.to_dict(),
-                       "tokenizer": len(tokenizer), "texts_in_tokenizer": len(texts)}  # fmt: skip
-        executor = ProcessExecutor(
-            n_workers=max(1, min(cfg.reference_workers, self.n)), threads_per_worker=1
-        )
-        self._job = _Background(
-            lambda: stored_reference_signals(
-                texts,
-                train_lm,
-                self.n,
-                description=description,
-                store_root=out / "references",
-                seed=seed,
-                batch_size=cfg.score_batch_size,
-                executor=executor,
-            ),
-            "miaudit-demo-references",
-        )
+                       "tokenizer": tokenizer_hash(tokenizer),
+                       "texts_in_tokenizer": len(texts)}  # fmt: skip
+        self._job: dict[str, Any] = {"texts": texts, "train_lm": train_lm, "n_references": self.n,
+                     "description": description, "store_root": out / "references",
+                     "seed": seed, "batch_size": cfg.score_batch_size}  # fmt: skip
+        self._dir = Path(tempfile.mkdtemp(prefix="miaudit-references-"))
+        job = self._dir / "job.pkl"
+        job.write_bytes(pickle.dumps(self._job))
+        self._result = job.with_suffix(".json")
+        self._log_path = self._dir / "worker.log"
+        self._start = time.perf_counter()
+        with self._log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "miaudit.llm._reference_worker", str(job), str(os.getpid())],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def cancel(self) -> None:
+        """Stop the worker if it still runs, and remove its job folder."""
+        import shutil
+        import subprocess
+
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def attacks(
         self, target_loss: NDArray[np.float64]
     ) -> tuple[dict[str, NDArray[np.float64]], dict[str, dict[str, Any]], dict[str, Any]]:
-        """Wait for the references; the reference attacks on the target's loss, their infos
-        and a summary for the report."""
+        """Wait for the worker; the reference attacks on the target's loss, their infos and a
+        summary for the report."""
         from miaudit.llm.reference import (
             REFERENCE_ATTACKS,
             reference_attacks,
             reference_infos,
             resolve_rmia_a,
         )
+        from miaudit.llm.reference_run import stored_reference_signals
 
-        refs, keep, trained = self._job.result()
+        code = self._proc.wait()
+        seconds = time.perf_counter() - self._start
+        by_worker: list[int] = []
+        if code == 0 and self._result.exists():
+            by_worker = json.loads(self._result.read_text())["trained"]
+        else:
+            tail = self._log_path.read_text(errors="replace")[-2000:]
+            _LOG.warning(
+                "the reference worker failed (exit %s); training the missing references in "
+                "this process. Its output ended with:\n%s", code, tail,
+            )  # fmt: skip
+        refs, keep, here = stored_reference_signals(**self._job)
+        self.cancel()
         a = resolve_rmia_a(refs, keep)
         names = tuple(REFERENCE_ATTACKS)
         scores = reference_attacks(target_loss, refs, keep, attacks=names, a=a)
         infos = reference_infos(names, n_references=self.n, a=a)
+        trained = sorted({*by_worker, *here})
         summary = {"n": self.n, "train": "the demo's recipe", "params": self.hp,
                    "trained_now": len(trained), "from_store": self.n - len(trained),
-                   "rmia_a": a, "seconds_in_background": round(self._job.seconds, 1)}  # fmt: skip
+                   "rmia_a": a, "seconds_in_background": round(seconds, 1)}  # fmt: skip
         return scores, infos, summary
 
 
@@ -551,9 +570,8 @@ def small_demo_config() -> LLMDemoConfig:
         exposure_per_tier=6,
         n_shifted=80,
         n_references=0,
-        n_public=120,
+        n_public=300,
         public_epochs=4.0,
         n_neighbours=4,
-        mlm_epochs=4.0,
-        mlm_finetune_epochs=8.0,
+        mlm_epochs=8.0,
     )

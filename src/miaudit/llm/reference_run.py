@@ -77,6 +77,7 @@ __all__ = [
     "make_train_lm",
     "spec_from_config",
     "stored_reference_signals",
+    "tokenizer_hash",
 ]
 
 _LOG = logging.getLogger("miaudit")
@@ -96,7 +97,14 @@ STORE_FORMAT = 1
 HASH_DIGITS = 16
 _MANIFEST = "manifest.json"
 #: Sources whose change invalidates stored reference signals (training, scoring, planning).
-_CODE = ("llm/demo.py", "llm/reference.py", "llm/target.py", "llm/attacks.py", "data/splits.py")
+_CODE = (
+    "llm/demo.py",
+    "llm/tiny.py",
+    "llm/reference.py",
+    "llm/target.py",
+    "llm/attacks.py",
+    "data/splits.py",
+)
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,7 @@ def make_train_lm(spec: ReferenceSpec, target: LanguageModelTarget) -> tuple[Tra
             "recipe": DEMO_RECIPE,
             "params": hp,
             "architecture": target.model.config.to_dict(),
-            "tokenizer": sha256_bytes(json.dumps(tok.get_vocab(), sort_keys=True).encode()),
+            "tokenizer": tokenizer_hash(tok),
         }
         return trainer, description
     if ":" not in spec.train:
@@ -393,6 +401,12 @@ def stored_reference_signals(
                 manifest["description"] = jsonable(full)
                 atomic_write(folder / _MANIFEST, json.dumps(manifest, indent=1).encode())
     return signals, keep, missing
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """SHA-256 of a tokenizer's vocabulary (token → id, sorted): what a stored reference's
+    signals depend on, where the vocabulary size alone does not tell two tokenizers apart."""
+    return sha256_bytes(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
 
 
 def _texts_hash(texts: Sequence[str]) -> str:

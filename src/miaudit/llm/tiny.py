@@ -261,6 +261,13 @@ def _mask_for_mlm(
     return inputs, labels
 
 
+def _mlm_windows(body: torch.Tensor, cls: int, sep: int) -> torch.Tensor:
+    """Rows of ``body`` (``(n, L)`` token ids) wrapped as ``[CLS] row [SEP]``, ``(n, L + 2)``."""
+    n = len(body)
+    ends = [torch.full((n, 1), t, dtype=torch.long) for t in (cls, sep)]
+    return torch.cat([ends[0], body, ends[1]], dim=1)
+
+
 def train_masked_lm(
     model: Any,
     tokenizer: Any,
@@ -279,8 +286,11 @@ def train_masked_lm(
     epoch, into windows of ``block_size − 2`` tokens wrapped in ``[CLS] … [SEP]``; targets are
     drawn afresh each step. AdamW with linear warm-up and cosine decay, as
     :func:`train_causal_lm`. Returns the training loss of each step."""
-    if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
-        raise ValueError("train_masked_lm: the tokenizer needs mask and [CLS]/[SEP] tokens")
+    needed = (tokenizer.mask_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    if any(t is None for t in needed):
+        raise ValueError("train_masked_lm: the tokenizer needs mask, [CLS] and [SEP] tokens")
+    if block_size < 3:
+        raise ValueError(f"block_size: expected at least 3 ([CLS] token [SEP]), got {block_size}")
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     rng = np.random.default_rng(seed)
@@ -291,9 +301,7 @@ def train_masked_lm(
     gen = torch.Generator().manual_seed(seed)
 
     def packed() -> torch.Tensor:
-        body = _pack(ids, inner, sep, rng)
-        edge = torch.full((len(body), 1), cls, dtype=torch.long)
-        return torch.cat([edge, body, edge.fill_(sep)], dim=1)
+        return _mlm_windows(_pack(ids, inner, sep, rng), cls, sep)
 
     model.train()
     losses: list[float] = []
