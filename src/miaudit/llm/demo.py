@@ -29,9 +29,8 @@ Nothing is downloaded. :func:`run_llm_demo`
    offline, Attack-R and RMIA online/offline on the loss signal to the main report
    (:mod:`miaudit.llm.reference`).
 
-With the default :class:`LLMDemoConfig` it runs in about 2 minutes on 2 CPU cores (108 s measured
-on an idle machine; a worker process trains the references meanwhile, 66 s of them), under 3
-minutes.
+With the default :class:`LLMDemoConfig` it runs in 90–108 s on 2 idle CPU cores (measured; a
+worker interpreter trains the references meanwhile, ~68 s of them), under 3 minutes.
 """
 
 from __future__ import annotations
