@@ -7,7 +7,7 @@ Used by the demo, the tests and the benchmark; also handy to try the attacks off
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -217,27 +217,55 @@ def train_causal_lm(
     rng = np.random.default_rng(seed)
     n_tokens = sum(len(x) + 1 for x in ids)
     steps = max(1, round(epochs * n_tokens / (batch_size * block_size)))
+    gen = torch.Generator().manual_seed(seed)
+    batches = _batches(lambda: _pack(ids, block_size, eos, rng), batch_size, gen)
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
+
+    return _fit(
+        model, learning_rate, steps, batches, loss_of, "training the demo language model", quiet
+    )
+
+
+def _batches(
+    repack: Callable[[], torch.Tensor], batch_size: int, gen: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Batches of ``batch_size`` rows of ``repack()``, endlessly: a new packing whenever one is
+    used up, its rows in an order drawn from ``gen`` (in order without one)."""
+    while True:
+        blocks = repack()
+        order = (
+            torch.randperm(len(blocks), generator=gen)
+            if gen is not None
+            else torch.arange(len(blocks))
+        )
+        for pos in range(0, len(blocks), batch_size):
+            yield blocks[order[pos : pos + batch_size]]
+
+
+def _fit(
+    model: Any,
+    learning_rate: float,
+    steps: int,
+    batches: Iterator[torch.Tensor],
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    description: str,
+    quiet: bool | None,
+) -> list[float]:
+    """``steps`` optimiser steps of :func:`_warmup_cosine`'s AdamW on ``loss_of(batch)``, the
+    gradient clipped to norm 1; the model is left in eval mode. Returns each step's loss."""
     opt, sched = _warmup_cosine(model, learning_rate, steps)
     model.train()
     losses: list[float] = []
-    blocks = _pack(ids, block_size, eos, rng)
-    pos = 0
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(blocks), generator=gen)
-    for _ in progress(steps, "training the demo language model", quiet=quiet):
-        if pos >= len(blocks):
-            blocks = _pack(ids, block_size, eos, rng)
-            order = torch.randperm(len(blocks), generator=gen)
-            pos = 0
-        x = blocks[order[pos : pos + batch_size]]
-        pos += batch_size
-        out = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x)
+    for _ in progress(steps, description, quiet=quiet):
+        loss = loss_of(next(batches))
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -297,28 +325,14 @@ def train_masked_lm(
     inner = block_size - 2
     n_tokens = sum(len(x) + 1 for x in ids)
     steps = max(1, round(epochs * n_tokens / (batch_size * inner)))
-    opt, sched = _warmup_cosine(model, learning_rate, steps)
     gen = torch.Generator().manual_seed(seed)
+    batches = _batches(lambda: _mlm_windows(_pack(ids, inner, sep, rng), cls, sep), batch_size)
 
-    def packed() -> torch.Tensor:
-        return _mlm_windows(_pack(ids, inner, sep, rng), cls, sep)
-
-    model.train()
-    losses: list[float] = []
-    blocks, pos = packed(), 0
-    for _ in progress(steps, "training the masked language model", quiet=quiet):
-        if pos >= len(blocks):
-            blocks, pos = packed(), 0
-        x = blocks[pos : pos + batch_size]
-        pos += batch_size
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
         special = (x == cls) | (x == sep)
         inputs, labels = _mask_for_mlm(x, special, tokenizer.mask_token_id, len(tokenizer), gen)
-        out = model(input_ids=inputs, attention_mask=torch.ones_like(x), labels=labels)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(out.loss.detach()))
-    model.eval()
-    return losses
+        return model(input_ids=inputs, attention_mask=torch.ones_like(x), labels=labels).loss
+
+    return _fit(
+        model, learning_rate, steps, batches, loss_of, "training the masked language model", quiet
+    )
